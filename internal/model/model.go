@@ -124,6 +124,9 @@ type VM struct {
 	VCPU int       `json:"vcpus,omitempty"`
 	// Demand is the VM's current requested resources.
 	Demand Resources `json:"demand"`
+	// Reserved is capacity the hypervisor holds for the VM whatever its demand, e.g. a
+	// VM being created holds its full size until its workload starts.
+	Reserved Resources `json:"reserved,omitempty"`
 	// History is the VM's recent CPU utilisation as a fraction of Size.CPU, newest first.
 	History []float64 `json:"history,omitempty"`
 	// MigratingTo holds the hosts the VM is migrating to; empty when not migrating.
@@ -139,10 +142,12 @@ func (v *VM) Migrating() bool { return len(v.MigratingTo) > 0 }
 
 // Snapshot is the cluster as the decision core sees it at one instant.
 type Snapshot struct {
-	Time  float64 `json:"time"` // seconds since the start of the run
-	Hosts []Host  `json:"hosts"`
-	VMs   []VM    `json:"vms"`
-	Rules []Rule  `json:"rules,omitempty"`
+	Time float64 `json:"time"` // seconds since the start of the run
+	// Interval is the decision period in seconds; detectors that look ahead use it.
+	Interval float64 `json:"interval"`
+	Hosts    []Host  `json:"hosts"`
+	VMs      []VM    `json:"vms"`
+	Rules    []Rule  `json:"rules,omitempty"`
 }
 
 // RuleKind says what a placement rule constrains.

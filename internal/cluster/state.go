@@ -1,0 +1,248 @@
+// Package cluster is the decision core's scratch view of a snapshot: VM lists per
+// host that the core may change hypothetically while it plans, with the sums that
+// detectors and placement steps ask for kept current. It never touches the snapshot.
+package cluster
+
+import (
+	"math"
+
+	"github.com/headroom/headroom/internal/model"
+)
+
+// MigratingInShare is the share of a migrating-in VM's CPU that its target host
+// allocates while the copy runs (CloudSim's model: the VM still runs on the source).
+const MigratingInShare = 0.1
+
+// State is a mutable what-if copy of a snapshot's placement.
+type State struct {
+	Snap *model.Snapshot
+	// Forecasts is indexed like Snap.VMs; nil when the policy needs none.
+	Forecasts []model.ResourceForecast
+
+	on     [][]int   // VM lists per host, in placement order
+	where  []int     // VM -> host in this what-if (-1 none)
+	req    []float64 // sum of requested CPU per host (migrating-in VMs in full)
+	alloc  []float64 // sum of CPU asked of the host's scheduler (capped, migrating-in at 10 %)
+	other  []model.Resources
+	hist   [][]float64 // cached host utilisation history; nil when stale
+	maxLen int
+	buf    []float64
+}
+
+// New builds a State from a snapshot. The snapshot is not modified.
+func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
+	st := &State{
+		Snap:      s,
+		Forecasts: forecasts,
+		on:        make([][]int, len(s.Hosts)),
+		where:     make([]int, len(s.VMs)),
+		req:       make([]float64, len(s.Hosts)),
+		alloc:     make([]float64, len(s.Hosts)),
+		other:     make([]model.Resources, len(s.Hosts)),
+		hist:      make([][]float64, len(s.Hosts)),
+	}
+	for i := range st.where {
+		st.where[i] = -1
+		if n := len(s.VMs[i].History); n > st.maxLen {
+			st.maxLen = n
+		}
+	}
+	for h := range s.Hosts {
+		st.on[h] = append(make([]int, 0, len(s.Hosts[h].VMs)+4), s.Hosts[h].VMs...)
+		for _, v := range s.Hosts[h].VMs {
+			if s.VMs[v].Host == h {
+				st.where[v] = h
+			}
+		}
+		st.recompute(h)
+	}
+	return st
+}
+
+// VMs returns the VMs on host h in this what-if, in placement order. Do not modify.
+func (st *State) VMs(h int) []int { return st.on[h] }
+
+// HostOf returns the host VM v is on in this what-if.
+func (st *State) HostOf(v int) int { return st.where[v] }
+
+func (st *State) migratingIn(v, h int) bool {
+	vm := &st.Snap.VMs[v]
+	return vm.Host != h && vm.Migrating()
+}
+
+// Need is what v asks of a host: its demand, but at least what is reserved for it.
+func (st *State) Need(v int) model.Resources {
+	vm := &st.Snap.VMs[v]
+	d, r := vm.Demand, vm.Reserved
+	return model.Resources{CPU: max(d.CPU, r.CPU), Mem: max(d.Mem, r.Mem), Net: max(d.Net, r.Net), Disk: max(d.Disk, r.Disk)}
+}
+
+// capped is the CPU a host can give v: each vCPU gets at most one PE.
+func (st *State) capped(v, h int) float64 {
+	vm := &st.Snap.VMs[v]
+	host := &st.Snap.Hosts[h]
+	d := max(vm.Demand.CPU, vm.Reserved.CPU)
+	if host.PEMIPS > 0 {
+		n := float64(max(vm.VCPU, 1))
+		if d/n > host.PEMIPS {
+			d = host.PEMIPS * n
+		}
+	}
+	return d
+}
+
+func (st *State) recompute(h int) {
+	st.req[h], st.alloc[h], st.other[h] = 0, 0, model.Resources{}
+	for _, v := range st.on[h] {
+		st.account(v, h, 1)
+	}
+	st.hist[h] = nil
+}
+
+func (st *State) account(v, h int, sign float64) {
+	vm := &st.Snap.VMs[v]
+	st.req[h] += sign * vm.Demand.CPU
+	a := st.capped(v, h)
+	if st.migratingIn(v, h) {
+		a *= MigratingInShare
+	}
+	st.alloc[h] += sign * a
+	o := st.Need(v)
+	o.CPU = 0
+	st.other[h] = st.other[h].Add(o.Scale(sign))
+}
+
+// Add puts v on h (appended, as a new placement is).
+func (st *State) Add(v, h int) {
+	st.on[h] = append(st.on[h], v)
+	st.where[v] = h
+	st.account(v, h, 1)
+	st.hist[h] = nil
+}
+
+// Remove takes v off h, keeping the order of the rest.
+func (st *State) Remove(v, h int) {
+	l := st.on[h]
+	for i, x := range l {
+		if x == v {
+			st.on[h] = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if st.where[v] == h {
+		st.where[v] = -1
+	}
+	// Sums are rebuilt rather than decremented so that a host that empties reads exactly 0.
+	st.recompute(h)
+}
+
+// Requested is the CPU the VMs on h ask for, plus what v needs if v >= 0.
+func (st *State) Requested(h, v int) float64 {
+	r := st.req[h]
+	if v >= 0 {
+		r += st.Need(v).CPU
+	}
+	return r
+}
+
+// Available is the CPU h's scheduler can still hand out: zero once oversubscribed.
+func (st *State) Available(h int) float64 {
+	c := st.Snap.Hosts[h].Capacity.CPU
+	if st.alloc[h] > c {
+		return 0
+	}
+	return c - st.alloc[h]
+}
+
+// InUse is the CPU the VMs on h use, counting a migrating-in VM in full because it
+// will run there once the copy ends.
+func (st *State) InUse(h int) float64 {
+	c := st.Snap.Hosts[h].Capacity.CPU
+	if st.alloc[h] <= c {
+		u := 0.0
+		for _, v := range st.on[h] {
+			u += st.capped(v, h)
+		}
+		return u
+	}
+	scale := c / st.alloc[h]
+	u := 0.0
+	for _, v := range st.on[h] {
+		a := st.capped(v, h)
+		if st.migratingIn(v, h) {
+			u += math.Floor(a*MigratingInShare*scale) / MigratingInShare
+		} else {
+			u += math.Floor(a * scale)
+		}
+	}
+	return u
+}
+
+// Suitable reports whether h has room for v now: each vCPU fits a PE, the scheduler
+// has the CPU, and memory, network and disk fit.
+func (st *State) Suitable(v, h int) bool {
+	vm := &st.Snap.VMs[v]
+	host := &st.Snap.Hosts[h]
+	need := st.Need(v)
+	if host.PEMIPS > 0 && need.CPU/float64(max(vm.VCPU, 1)) > host.PEMIPS {
+		return false
+	}
+	if st.Available(h) < need.CPU {
+		return false
+	}
+	o := need
+	o.CPU = 0
+	capO := host.Capacity
+	capO.CPU = 0
+	return st.other[h].Add(o).Fits(capO)
+}
+
+// History is h's CPU utilisation history (newest first), the VM histories weighted by
+// VM size over host capacity, plus v's if v >= 0, with the all-zero oldest tail cut.
+// The returned slice is valid until the next call.
+func (st *State) History(h, v int) []float64 {
+	base := st.hist[h]
+	if base == nil {
+		base = make([]float64, st.maxLen)
+		c := st.Snap.Hosts[h].Capacity.CPU
+		for _, x := range st.on[h] {
+			vm := &st.Snap.VMs[x]
+			w := vm.Size.CPU / c
+			for i, u := range vm.History {
+				base[i] += u * w
+			}
+		}
+		st.hist[h] = base
+	}
+	out := st.histBuf(len(base))
+	copy(out, base)
+	if v >= 0 {
+		vm := &st.Snap.VMs[v]
+		w := vm.Size.CPU / st.Snap.Hosts[h].Capacity.CPU
+		for i, u := range vm.History {
+			out[i] += u * w
+		}
+	}
+	n := len(out)
+	for n > 0 && out[n-1] == 0 {
+		n--
+	}
+	return out[:n]
+}
+
+func (st *State) histBuf(n int) []float64 {
+	if cap(st.buf) < n {
+		st.buf = make([]float64, n)
+	}
+	return st.buf[:n]
+}
+
+// MigrationSeconds is how long moving v's memory to h takes at half of h's network
+// capacity (the other half carries the VMs' own traffic). Memory in MB, network in KB/s.
+func (st *State) MigrationSeconds(v, h int) float64 {
+	bw := st.Snap.Hosts[h].Capacity.Net / 2 / 1000
+	if bw <= 0 {
+		return 0
+	}
+	return st.Snap.VMs[v].Size.Mem / bw
+}

@@ -1,0 +1,178 @@
+package core
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/headroom/headroom/internal/cluster"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/placement"
+	"github.com/headroom/headroom/internal/policy"
+)
+
+// Consolidation is the dynamic-consolidation scheme of Beloglazov & Buyya as CloudSim
+// 3.0.3 runs it: find overloaded hosts, take VMs off them by minimum migration time,
+// place them by power-aware best fit, then try to empty the least-utilised hosts.
+type Consolidation struct {
+	PolicyName string
+	Detector   policy.Detector
+}
+
+func (c *Consolidation) Name() string { return c.PolicyName }
+
+func (c *Consolidation) Place(st *cluster.State, v int) int {
+	return placement.PABFD{Detector: c.Detector}.Find(st, v, nil)
+}
+
+func (c *Consolidation) Plan(in Input) Plan {
+	snap := in.Snapshot
+	st := cluster.New(snap, in.Forecasts)
+	pl := placement.PABFD{Detector: c.Detector}
+	n := len(snap.Hosts)
+	var plan Plan
+
+	over := make([]bool, n)
+	for h := range snap.Hosts {
+		if c.Detector.Overloaded(st, h, -1) {
+			over[h] = true
+			plan.Overloaded = append(plan.Overloaded, h)
+		}
+	}
+
+	var selected []int
+	for _, h := range plan.Overloaded {
+		for {
+			v := policy.MinimumMigrationTime(st, h)
+			if v < 0 {
+				break
+			}
+			selected = append(selected, v)
+			st.Remove(v, h)
+			if !c.Detector.Overloaded(st, h, -1) {
+				break
+			}
+		}
+	}
+	byDemand(snap, selected)
+	for _, v := range selected {
+		h := pl.Find(st, v, over)
+		if h < 0 {
+			// CloudSim leaves such a VM where it is but off its host's what-if list.
+			plan.Unplaced = append(plan.Unplaced, Unplaced{VM: v, Reason: NoSuitableHost})
+			continue
+		}
+		st.Add(v, h)
+		plan.Moves = append(plan.Moves, c.move(snap, v, h, model.PriorityOverload, "overload"))
+	}
+
+	exclFrom := slices.Clone(over) // hosts not to empty
+	exclTo := slices.Clone(over)   // hosts not to place on
+	for h := range snap.Hosts {
+		if snap.Hosts[h].Util == 0 {
+			exclFrom[h], exclTo[h] = true, true
+		}
+	}
+	var vms []int
+	type mv struct{ v, h int }
+	var placed []mv
+	for {
+		u, minU := -1, 1.0
+		for h := range snap.Hosts {
+			if exclFrom[h] {
+				continue
+			}
+			if x := snap.Hosts[h].Util; x > 0 && x < minU && !busy(st, h) {
+				u, minU = h, x
+			}
+		}
+		if u < 0 {
+			break
+		}
+		exclFrom[u], exclTo[u] = true, true
+		vms = vms[:0]
+		for _, v := range st.VMs(u) {
+			if !snap.VMs[v].Migrating() {
+				vms = append(vms, v)
+			}
+		}
+		if len(vms) == 0 {
+			continue
+		}
+		byDemand(snap, vms)
+		placed = placed[:0]
+		ok := true
+		for _, v := range vms {
+			h := pl.Find(st, v, exclTo)
+			if h < 0 {
+				ok = false
+				break
+			}
+			st.Add(v, h)
+			placed = append(placed, mv{v, h})
+		}
+		if !ok {
+			for _, p := range placed {
+				st.Remove(p.v, p.h)
+			}
+			continue
+		}
+		for _, p := range placed {
+			exclFrom[p.h] = true
+			plan.Moves = append(plan.Moves, c.move(snap, p.v, p.h, model.PriorityConsolidate, "underload"))
+		}
+	}
+	return plan
+}
+
+func (c *Consolidation) move(snap *model.Snapshot, v, h, prio int, rule string) model.MigrationRequest {
+	return model.MigrationRequest{
+		VMInstanceID: snap.VMs[v].ID,
+		TargetHostID: snap.Hosts[h].ID,
+		Priority:     prio,
+		VM:           v,
+		Target:       h,
+		Reason: model.Reason{
+			Rule:   rule,
+			Detail: fmt.Sprintf("%s: %s on host %s; power-aware best fit", c.PolicyName, rule, snap.Hosts[snap.VMs[v].Host].ID),
+		},
+	}
+}
+
+// busy: every VM is migrating out, or one is migrating in (such hosts are not emptied).
+func busy(st *cluster.State, h int) bool {
+	for _, v := range st.VMs(h) {
+		vm := &st.Snap.VMs[v]
+		if !vm.Migrating() {
+			return false
+		}
+		if vm.Host != h {
+			return true
+		}
+	}
+	return true
+}
+
+// byDemand sorts VMs by CPU demand, highest first, keeping ties in order.
+func byDemand(snap *model.Snapshot, vms []int) {
+	slices.SortStableFunc(vms, func(a, b int) int {
+		da, db := snap.VMs[a].Demand.CPU, snap.VMs[b].Demand.CPU
+		switch {
+		case da > db:
+			return -1
+		case da < db:
+			return 1
+		}
+		return 0
+	})
+}
+
+// Static never migrates: CloudSim's dvfs and npa runs. NonPowerAware (npa) keeps
+// every host at full power.
+type Static struct {
+	PolicyName    string
+	NonPowerAware bool
+}
+
+func (s *Static) Name() string                       { return s.PolicyName }
+func (s *Static) Plan(Input) Plan                    { return Plan{} }
+func (s *Static) Place(st *cluster.State, v int) int { return placement.FirstFit(st, v) }

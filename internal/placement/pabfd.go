@@ -1,0 +1,59 @@
+// Package placement chooses target hosts. PABFD is CloudSim's power-aware best fit
+// decreasing; the headroom chain of filters and scorers lives beside it.
+package placement
+
+import (
+	"math"
+
+	"github.com/headroom/headroom/internal/cluster"
+	"github.com/headroom/headroom/internal/policy"
+)
+
+// PABFD picks, among hosts not excluded that have room and that the detector would
+// not call overloaded with the VM added, the one whose power rises least.
+type PABFD struct {
+	Detector policy.Detector
+}
+
+// PowerDelta is the rise in h's power if v is added: power at the what-if CPU in use
+// plus v's demand, minus power at the host's measured utilisation.
+func PowerDelta(st *cluster.State, v, h int) float64 {
+	host := &st.Snap.Hosts[h]
+	after := (st.InUse(h) + st.Need(v).CPU) / host.Capacity.CPU
+	if after > 1 {
+		return math.Inf(1)
+	}
+	return host.Power.Power(after) - host.Power.Power(min(host.Util, 1))
+}
+
+// Find returns the best host for v, or -1. Ties go to the lowest host index.
+func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
+	best, bestDelta := -1, math.MaxFloat64
+	for h := range st.Snap.Hosts {
+		if excluded != nil && excluded[h] {
+			continue
+		}
+		if !st.Suitable(v, h) {
+			continue
+		}
+		// An empty host is never called overloaded by what one VM brings.
+		if st.InUse(h) != 0 && p.Detector.Overloaded(st, h, v) {
+			continue
+		}
+		if d := PowerDelta(st, v, h); d < bestDelta {
+			best, bestDelta = h, d
+		}
+	}
+	return best
+}
+
+// FirstFit returns the first host with room for v, or -1 (CloudSim's placement when
+// nothing migrates).
+func FirstFit(st *cluster.State, v int) int {
+	for h := range st.Snap.Hosts {
+		if st.Suitable(v, h) {
+			return h
+		}
+	}
+	return -1
+}

@@ -1,0 +1,175 @@
+// Package policy holds the rules that say when a host is overloaded and which VMs to
+// move off it: CloudSim's detectors (THR, IQR, MAD, LR, LRR) and MMT selection, plus
+// the oracle that reads the true next demand.
+package policy
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/headroom/headroom/internal/cluster"
+)
+
+// Detector decides whether a host is overloaded. v >= 0 asks "if v were added".
+type Detector interface {
+	Name() string
+	Overloaded(st *cluster.State, h, v int) bool
+}
+
+// Threshold (THR): overloaded when requested CPU exceeds a fixed share of capacity.
+type Threshold struct{ T float64 }
+
+func (d Threshold) Name() string { return fmt.Sprintf("thr-%g", d.T) }
+
+func (d Threshold) Overloaded(st *cluster.State, h, v int) bool {
+	return st.Requested(h, v)/st.Snap.Hosts[h].Capacity.CPU > d.T
+}
+
+// fallback decides while a host's history is too short for the adaptive detectors.
+var fallback = Threshold{T: 0.7}
+
+// minHistoryIQR is the history CloudSim asks for before trusting IQR or MAD.
+const minHistoryIQR = 12
+
+// IQR: threshold = 1 - S * interquartile range of the host's utilisation history.
+type IQR struct{ S float64 }
+
+func (d IQR) Name() string { return fmt.Sprintf("iqr-%g", d.S) }
+
+func (d IQR) Overloaded(st *cluster.State, h, v int) bool {
+	hist := st.History(h, v)
+	if len(hist) < minHistoryIQR {
+		return fallback.Overloaded(st, h, v)
+	}
+	return st.Requested(h, v)/st.Snap.Hosts[h].Capacity.CPU > 1-d.S*iqr(hist)
+}
+
+// MAD: threshold = 1 - S * median absolute deviation of the history.
+type MAD struct{ S float64 }
+
+func (d MAD) Name() string { return fmt.Sprintf("mad-%g", d.S) }
+
+func (d MAD) Overloaded(st *cluster.State, h, v int) bool {
+	hist := st.History(h, v)
+	if len(hist) < minHistoryIQR {
+		return fallback.Overloaded(st, h, v)
+	}
+	return st.Requested(h, v)/st.Snap.Hosts[h].Capacity.CPU > 1-d.S*mad(hist)
+}
+
+// lrWindow is how many recent values the regression sees.
+const lrWindow = 10
+
+// LR: a least-squares line through the last 10 utilisation values, extrapolated past
+// the longest migration off the host; overloaded when S times it reaches 1. CloudSim's
+// LRR is the same fit (its robust weights are never applied), so both names map here.
+type LR struct {
+	S      float64
+	Robust bool // only changes the name
+}
+
+func (d LR) Name() string {
+	if d.Robust {
+		return fmt.Sprintf("lrr-%g", d.S)
+	}
+	return fmt.Sprintf("lr-%g", d.S)
+}
+
+func (d LR) Overloaded(st *cluster.State, h, v int) bool {
+	hist := st.History(h, v)
+	if len(hist) < lrWindow {
+		return fallback.Overloaded(st, h, v)
+	}
+	// x = 1..10 oldest to newest; hist is newest first.
+	var sx, sy, sxx, sxy float64
+	for i := 0; i < lrWindow; i++ {
+		x := float64(i + 1)
+		y := hist[lrWindow-1-i]
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	n := float64(lrWindow)
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	icept := (sy - slope*sx) / n
+	steps := math.Ceil(maxMigrationSeconds(st, h, v) / st.Snap.Interval)
+	return (icept+slope*(n+steps))*d.S >= 1
+}
+
+func maxMigrationSeconds(st *cluster.State, h, v int) float64 {
+	m := 0.0
+	for _, x := range st.VMs(h) {
+		m = max(m, st.MigrationSeconds(x, h))
+	}
+	if v >= 0 {
+		m = max(m, st.MigrationSeconds(v, h))
+	}
+	return m
+}
+
+// iqr uses CloudSim's quartile positions: round(q*(n+1)) - 1 in the sorted data.
+func iqr(data []float64) float64 {
+	s := slices.Clone(data)
+	slices.Sort(s)
+	n := float64(len(s))
+	q1 := int(math.Floor(0.25*(n+1)+0.5)) - 1
+	q3 := int(math.Floor(0.75*(n+1)+0.5)) - 1
+	q1 = min(max(q1, 0), len(s)-1)
+	q3 = min(max(q3, 0), len(s)-1)
+	return s[q3] - s[q1]
+}
+
+func median(s []float64) float64 {
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func mad(data []float64) float64 {
+	if len(data) == 0 {
+		return 0
+	}
+	s := slices.Clone(data)
+	m := median(s)
+	for i := range s {
+		s[i] = math.Abs(s[i] - m)
+	}
+	return median(s)
+}
+
+// Oracle sees the true demand of the next interval (delivered as a one-step forecast)
+// and calls a host overloaded when its demand now or then exceeds capacity. Demand is
+// linear between samples, so those two ends bound the whole interval.
+type Oracle struct{}
+
+func (Oracle) Name() string { return "oracle" }
+
+func (Oracle) Overloaded(st *cluster.State, h, v int) bool {
+	c := st.Snap.Hosts[h].Capacity.CPU
+	if st.Requested(h, v) > c {
+		return true
+	}
+	next := 0.0
+	add := func(x int) {
+		if x < len(st.Forecasts) && len(st.Forecasts[x].PredictedCPU) > 0 {
+			next += st.Forecasts[x].PredictedCPU[0]
+		} else {
+			next += st.Snap.VMs[x].Demand.CPU
+		}
+	}
+	for _, x := range st.VMs(h) {
+		add(x)
+	}
+	if v >= 0 {
+		add(v)
+	}
+	return next > c
+}

@@ -1,0 +1,122 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/trace"
+)
+
+// HostType is one kind of physical machine in the modelled data centre.
+type HostType struct {
+	Name   string
+	PEs    int
+	PEMIPS float64
+	MemMB  float64
+	NetKBs float64 // network capacity in KB/s (1 Gbit/s = 125,000)
+	Power  model.PowerCurve
+}
+
+// VMType is one VM size; VMs get types in blocks, as CloudSim assigns them.
+type VMType struct {
+	MIPS  float64
+	MemMB float64
+}
+
+// The classic experiment's machines (Beloglazov & Buyya 2012; SPECpower figures).
+var (
+	HPProLiantG4 = HostType{Name: "HP ProLiant ML110 G4", PEs: 2, PEMIPS: 1860, MemMB: 4096, NetKBs: 125000,
+		Power: model.PowerCurve{86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117}}
+	HPProLiantG5 = HostType{Name: "HP ProLiant ML110 G5", PEs: 2, PEMIPS: 2660, MemMB: 4096, NetKBs: 125000,
+		Power: model.PowerCurve{93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135}}
+	PlanetLabVMTypes = []VMType{{2500, 870}, {2000, 1740}, {1000, 1740}, {500, 613}}
+)
+
+// Config describes the modelled data centre and run.
+type Config struct {
+	Hosts     int        // number of hosts; types alternate in HostTypes order
+	HostTypes []HostType // default G4, G5
+	VMTypes   []VMType   // default PlanetLabVMTypes
+	Interval  float64    // decision period in seconds; default: the trace step
+	Duration  float64    // seconds simulated; default: the trace length
+	// MigrationShare is the share of a VM's demand it keeps while migrating (CloudSim: 0.9).
+	MigrationShare float64
+	// HistoryLength is how many past utilisation values each VM keeps (CloudSim: 30).
+	HistoryLength int
+}
+
+// DefaultConfig is CloudSim's PlanetLab experiment: 800 hosts, 300 s, one day.
+func DefaultConfig() Config {
+	return Config{Hosts: 800, HostTypes: []HostType{HPProLiantG4, HPProLiantG5}, VMTypes: PlanetLabVMTypes,
+		MigrationShare: 0.9, HistoryLength: 30}
+}
+
+func (c *Config) fill(w *trace.Workload) error {
+	d := DefaultConfig()
+	if c.Hosts == 0 {
+		c.Hosts = d.Hosts
+	}
+	if len(c.HostTypes) == 0 {
+		c.HostTypes = d.HostTypes
+	}
+	if len(c.VMTypes) == 0 {
+		c.VMTypes = d.VMTypes
+	}
+	if c.Interval == 0 {
+		c.Interval = w.Step
+	}
+	if c.Duration == 0 {
+		c.Duration = w.Step * float64(w.Len())
+	}
+	if c.MigrationShare == 0 {
+		c.MigrationShare = d.MigrationShare
+	}
+	if c.HistoryLength == 0 {
+		c.HistoryLength = d.HistoryLength
+	}
+	switch {
+	case c.Hosts < 0:
+		return fmt.Errorf("hosts: %d must be positive", c.Hosts)
+	case c.Interval <= 0 || math.IsNaN(c.Interval):
+		return fmt.Errorf("interval: %g must be positive", c.Interval)
+	case w.Len() < 2:
+		return fmt.Errorf("workload %s: needs at least 2 samples, has %d", w.Name, w.Len())
+	case len(w.VMs) == 0:
+		return fmt.Errorf("workload %s: has no VMs", w.Name)
+	}
+	return nil
+}
+
+// buildSnapshot lays out hosts and VMs as CloudSim does: host i of type i mod
+// len(types); VM i of type floor(i / ceil(n / len(VMTypes))). VMs start unplaced and
+// hold their full size, as VMs being created do, while their load has not started.
+func buildSnapshot(c *Config, w *trace.Workload) *model.Snapshot {
+	s := &model.Snapshot{Interval: c.Interval}
+	s.Hosts = make([]model.Host, c.Hosts)
+	for i := range s.Hosts {
+		t := c.HostTypes[i%len(c.HostTypes)]
+		s.Hosts[i] = model.Host{
+			ID:       fmt.Sprintf("host-%d", i),
+			Capacity: model.Resources{CPU: float64(t.PEs) * t.PEMIPS, Mem: t.MemMB, Net: t.NetKBs},
+			PEs:      t.PEs,
+			PEMIPS:   t.PEMIPS,
+			Power:    t.Power,
+		}
+	}
+	n := len(w.VMs)
+	block := int(math.Ceil(float64(n) / float64(len(c.VMTypes))))
+	s.VMs = make([]model.VM, n)
+	for i := range s.VMs {
+		t := c.VMTypes[min(i/block, len(c.VMTypes)-1)]
+		s.VMs[i] = model.VM{
+			ID:       w.VMs[i].ID,
+			Host:     -1,
+			Size:     model.Resources{CPU: t.MIPS, Mem: t.MemMB},
+			VCPU:     1,
+			Reserved: model.Resources{CPU: t.MIPS, Mem: t.MemMB},
+			History:  make([]float64, 0, c.HistoryLength),
+		}
+	}
+	return s
+}

@@ -1,0 +1,364 @@
+// Package sim is the trace-driven shell around the decision core: a clock, a modelled
+// cluster with CloudSim's allocation and power rules, migrations that take time, and
+// the SLA metrics of Beloglazov & Buyya (SLATAH, PDM, SLAV, ESV).
+package sim
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/trace"
+)
+
+// Result is one run's figures. SLA figures are fractions.
+type Result struct {
+	Policy      string  `json:"policy"`
+	Workload    string  `json:"workload"`
+	Hosts       int     `json:"hosts"`
+	VMs         int     `json:"vms"`
+	EnergyKWh   float64 `json:"energy_kwh"`
+	Migrations  int     `json:"migrations"`
+	SLATAH      float64 `json:"slatah"`
+	PDM         float64 `json:"pdm"`
+	SLAV        float64 `json:"slav"`
+	ESV         float64 `json:"esv"`
+	SLAOverall  float64 `json:"sla_overall"`
+	Unplaced    int     `json:"no_suitable_host"`
+	WallSeconds float64 `json:"wall_seconds"`
+
+	Series Series `json:"-"`
+}
+
+// Series holds one value per decision interval, for plots.
+type Series struct {
+	Time            []float64 // seconds
+	ActiveHosts     []float64
+	OverloadedHosts []float64
+	Migrations      []float64
+	EnergyKWh       []float64 // cumulative
+}
+
+// Options tune a run.
+type Options struct {
+	Config Config
+	// Progress, if set, is called after each interval with done and total counts.
+	Progress func(done, total int)
+}
+
+type migration struct {
+	vm, target int
+	end        float64
+	seq        int
+}
+
+type hostRec struct {
+	util       float64 // utilisation at the last update
+	alloc, req float64 // MIPS allocated and requested since the last update
+	active     bool
+}
+
+type vmRec struct {
+	alloc, req float64
+	migrating  bool
+}
+
+// engine holds a run's mutable state.
+type engine struct {
+	cfg    Config
+	w      *trace.Workload
+	pol    core.Policy
+	npa    bool
+	snap   *model.Snapshot
+	hrec   []hostRec
+	vrec   []vmRec
+	flight []migration
+	seq    int
+	last   float64
+
+	energyWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
+	migrations, unplaced                                           int
+}
+
+var planHook func(core.Plan)
+
+// Run simulates pol on w.
+func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
+	start := time.Now()
+	cfg := opt.Config
+	if err := cfg.fill(w); err != nil {
+		return nil, err
+	}
+	e := &engine{cfg: cfg, w: w, pol: pol, snap: buildSnapshot(&cfg, w)}
+	if s, ok := pol.(*core.Static); ok && s.NonPowerAware {
+		e.npa = true
+	}
+	e.hrec = make([]hostRec, len(e.snap.Hosts))
+	e.vrec = make([]vmRec, len(e.snap.VMs))
+
+	hosts := core.PlaceAll(e.snap, pol)
+	for v, h := range hosts {
+		if h < 0 {
+			return nil, fmt.Errorf("initial placement: VM %s (%g MIPS, %g MB): %s among %d hosts",
+				e.snap.VMs[v].ID, e.snap.VMs[v].Size.CPU, e.snap.VMs[v].Size.Mem, core.NoSuitableHost, len(e.snap.Hosts))
+		}
+		e.snap.VMs[v].Host = h
+		e.snap.Hosts[h].VMs = append(e.snap.Hosts[h].VMs, v)
+	}
+
+	res := &Result{Policy: pol.Name(), Workload: w.Name, Hosts: len(e.snap.Hosts), VMs: len(e.snap.VMs)}
+	e.update(0, false)
+	total := int(math.Ceil(cfg.Duration/cfg.Interval)) - 1
+	var forecasts []model.ResourceForecast
+	_, oracle := pol.(*core.Consolidation)
+	oracle = oracle && pol.Name() == "oracle"
+	if oracle {
+		forecasts = make([]model.ResourceForecast, len(e.snap.VMs))
+		for v := range forecasts {
+			forecasts[v] = model.ResourceForecast{VMInstanceID: e.snap.VMs[v].ID, Step: cfg.Interval, PredictedCPU: make([]float64, 1), Confidence: 1}
+		}
+	}
+	for k := 1; k <= total; k++ {
+		t := float64(k) * cfg.Interval
+		e.advance(t)
+		e.update(t, true)
+		e.record()
+		e.snap.Time = t
+		if oracle {
+			for v := range forecasts {
+				forecasts[v].PredictedCPU[0] = e.demand(v, t+cfg.Interval)
+			}
+		}
+		plan := core.Decide(e.snap, forecasts, pol, nil)
+		if planHook != nil {
+			planHook(plan)
+		}
+		e.unplaced += len(plan.Unplaced)
+		for _, m := range plan.Moves {
+			e.start(m, t)
+		}
+		if len(plan.Moves) > 0 {
+			e.update(t, false)
+		}
+		res.Series.Time = append(res.Series.Time, t)
+		res.Series.Migrations = append(res.Series.Migrations, float64(len(plan.Moves)))
+		active, over := 0, 0
+		for h := range e.hrec {
+			if e.hrec[h].active {
+				active++
+			}
+			if e.hrec[h].alloc < e.hrec[h].req {
+				over++
+			}
+		}
+		res.Series.ActiveHosts = append(res.Series.ActiveHosts, float64(active))
+		res.Series.OverloadedHosts = append(res.Series.OverloadedHosts, float64(over))
+		res.Series.EnergyKWh = append(res.Series.EnergyKWh, e.energyWs/3.6e6)
+		if opt.Progress != nil {
+			opt.Progress(k, total)
+		}
+	}
+	e.advance(cfg.Duration - cfg.Interval + cfg.Interval) // finish migrations still in flight
+	res.EnergyKWh = e.energyWs / 3.6e6
+	res.Migrations = e.migrations
+	res.Unplaced = e.unplaced
+	if e.activeTime > 0 {
+		res.SLATAH = e.violTime / e.activeTime
+	}
+	if e.reqMIPSs > 0 {
+		res.PDM = e.migUnder / e.reqMIPSs
+		res.SLAOverall = 1 - e.allocMIPSs/e.reqMIPSs
+	}
+	res.SLAV = res.SLATAH * res.PDM
+	res.ESV = res.EnergyKWh * res.SLAV
+	res.WallSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// demand is v's CPU demand at time t in MIPS: the trace interpolated linearly.
+func (e *engine) demand(v int, t float64) float64 {
+	cpu := e.w.VMs[v].CPU
+	x := t / e.w.Step
+	i := int(x)
+	if i >= len(cpu)-1 {
+		return float64(cpu[len(cpu)-1]) * e.snap.VMs[v].Size.CPU
+	}
+	f := x - float64(i)
+	u := float64(cpu[i])
+	if f > 0 {
+		u += (float64(cpu[i+1]) - u) * f
+	}
+	return u * e.snap.VMs[v].Size.CPU
+}
+
+// record appends each VM's current utilisation to its history, newest first.
+func (e *engine) record() {
+	n := e.cfg.HistoryLength
+	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
+		u := vm.Demand.CPU / vm.Size.CPU
+		if len(vm.History) < n {
+			vm.History = append(vm.History, 0)
+		}
+		copy(vm.History[1:], vm.History)
+		vm.History[0] = u
+	}
+}
+
+// start begins migration m at time t. The VM runs on its source until the copy ends
+// and is also listed on the target meanwhile.
+func (e *engine) start(m model.MigrationRequest, t float64) {
+	vm := &e.snap.VMs[m.VM]
+	vm.MigratingTo = append(vm.MigratingTo, m.Target)
+	e.snap.Hosts[m.Target].VMs = append(e.snap.Hosts[m.Target].VMs, m.VM)
+	bw := e.snap.Hosts[m.Target].Capacity.Net / 2 / 1000 // MB/s
+	e.seq++
+	e.flight = append(e.flight, migration{vm: m.VM, target: m.Target, end: t + vm.Size.Mem/bw, seq: e.seq})
+	e.migrations++
+}
+
+// advance processes every migration that ends before t, in time order.
+func (e *engine) advance(t float64) {
+	slices.SortFunc(e.flight, func(a, b migration) int {
+		if a.end != b.end {
+			if a.end < b.end {
+				return -1
+			}
+			return 1
+		}
+		return a.seq - b.seq
+	})
+	i := 0
+	for i < len(e.flight) && e.flight[i].end < t {
+		at := e.flight[i].end
+		e.update(at, true)
+		for i < len(e.flight) && e.flight[i].end == at {
+			e.finish(e.flight[i])
+			i++
+		}
+		e.update(at, false)
+	}
+	e.flight = append(e.flight[:0], e.flight[i:]...)
+}
+
+func (e *engine) finish(m migration) {
+	vm := &e.snap.VMs[m.vm]
+	if src := vm.Host; src >= 0 {
+		e.snap.Hosts[src].VMs = remove(e.snap.Hosts[src].VMs, m.vm)
+	}
+	tl := remove(e.snap.Hosts[m.target].VMs, m.vm)
+	e.snap.Hosts[m.target].VMs = append(tl, m.vm)
+	vm.Host = m.target
+	if i := slices.Index(vm.MigratingTo, m.target); i >= 0 {
+		vm.MigratingTo = slices.Delete(vm.MigratingTo, i, i+1)
+	}
+}
+
+func remove(l []int, v int) []int {
+	if i := slices.Index(l, v); i >= 0 {
+		return slices.Delete(l, i, i+1)
+	}
+	return l
+}
+
+// update brings the model to time t. With account set it first charges the interval
+// since the last update (energy, SLA time, requested and lost MIPS) at the state
+// recorded then; it then recomputes every host's allocation from demand at t.
+func (e *engine) update(t float64, account bool) {
+	dt := t - e.last
+	if account && dt > 0 {
+		for h := range e.hrec {
+			r := &e.hrec[h]
+			if r.active {
+				e.activeTime += dt
+				if r.alloc < r.req {
+					e.violTime += dt
+				}
+			}
+		}
+		for v := range e.vrec {
+			r := &e.vrec[v]
+			e.reqMIPSs += r.req * dt
+			e.allocMIPSs += r.alloc * dt
+			if r.migrating && r.alloc < r.req {
+				e.migUnder += (r.req - r.alloc) * dt
+			}
+		}
+	}
+	for v := range e.snap.VMs {
+		// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
+		e.snap.VMs[v].Demand = model.Resources{CPU: e.demand(v, t)}
+		e.snap.VMs[v].Reserved = model.Resources{}
+	}
+	share := e.cfg.MigrationShare
+	for h := range e.snap.Hosts {
+		host := &e.snap.Hosts[h]
+		c := host.Capacity.CPU
+		asked := 0.0
+		for _, v := range host.VMs {
+			a := capped(&e.snap.VMs[v], host)
+			if e.snap.VMs[v].Host != h {
+				a *= 1 - share
+			}
+			asked += a
+		}
+		scale, over := 1.0, asked > c
+		if over {
+			scale = c / asked
+		}
+		used, req := 0.0, 0.0
+		for _, v := range host.VMs {
+			vm := &e.snap.VMs[v]
+			a := capped(vm, host)
+			in := vm.Host != h
+			out := !in && vm.Migrating()
+			switch {
+			case in:
+				a *= (1 - share) * scale
+			case out:
+				a *= scale * share
+			default:
+				a *= scale
+			}
+			if over {
+				a = math.Floor(a)
+			}
+			if !in {
+				e.vrec[v] = vmRec{alloc: a, req: vm.Demand.CPU, migrating: out}
+			}
+			if out {
+				a /= share
+			}
+			used += a
+			req += vm.Demand.CPU
+		}
+		u := used / c
+		if u > 1 && u < 1.01 {
+			u = 1
+		}
+		r := &e.hrec[h]
+		if account && dt > 0 {
+			switch {
+			case e.npa:
+				e.energyWs += host.Power[10] * dt
+			case r.util > 0:
+				e.energyWs += (host.Power.Power(r.util) + host.Power.Power(u)) / 2 * dt
+			}
+		}
+		*r = hostRec{util: u, alloc: used, req: req, active: used > 0}
+		host.Util = u
+	}
+	e.last = t
+}
+
+func capped(vm *model.VM, host *model.Host) float64 {
+	d := vm.Demand.CPU
+	n := float64(max(vm.VCPU, 1))
+	if host.PEMIPS > 0 && d/n > host.PEMIPS {
+		return host.PEMIPS * n
+	}
+	return d
+}
