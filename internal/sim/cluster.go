@@ -44,40 +44,38 @@ type Config struct {
 	MigrationShare float64
 	// HistoryLength is how many past utilisation values each VM keeps (CloudSim: 30).
 	HistoryLength int
+	// Offset shifts every decision past the interval boundary (CloudSim's events land
+	// at 300.1, 600.1, ... s), which decides where demand is interpolated.
+	Offset float64
+	// KeepIdleVMs turns off CloudSim's rule that a VM requesting exactly no CPU at an
+	// update has finished and leaves the cluster for good. CloudSim's published figures
+	// depend on that rule (about half the PlanetLab VMs leave during a day).
+	KeepIdleVMs bool
 }
 
 // DefaultConfig is CloudSim's PlanetLab experiment: 800 hosts, 300 s, one day.
 func DefaultConfig() Config {
 	return Config{Hosts: 800, HostTypes: []HostType{HPProLiantG4, HPProLiantG5}, VMTypes: PlanetLabVMTypes,
-		MigrationShare: 0.9, HistoryLength: 30}
+		MigrationShare: 0.9, HistoryLength: 30, Offset: 0.1}
 }
 
+// fill derives what the workload decides (interval, duration) and checks the rest.
 func (c *Config) fill(w *trace.Workload) error {
-	d := DefaultConfig()
-	if c.Hosts == 0 {
-		c.Hosts = d.Hosts
-	}
-	if len(c.HostTypes) == 0 {
-		c.HostTypes = d.HostTypes
-	}
-	if len(c.VMTypes) == 0 {
-		c.VMTypes = d.VMTypes
-	}
 	if c.Interval == 0 {
 		c.Interval = w.Step
 	}
 	if c.Duration == 0 {
 		c.Duration = w.Step * float64(w.Len())
 	}
-	if c.MigrationShare == 0 {
-		c.MigrationShare = d.MigrationShare
-	}
-	if c.HistoryLength == 0 {
-		c.HistoryLength = d.HistoryLength
-	}
 	switch {
-	case c.Hosts < 0:
+	case c.Hosts <= 0:
 		return fmt.Errorf("hosts: %d must be positive", c.Hosts)
+	case len(c.HostTypes) == 0 || len(c.VMTypes) == 0:
+		return fmt.Errorf("host and VM types: need at least one of each")
+	case c.MigrationShare <= 0 || c.MigrationShare > 1:
+		return fmt.Errorf("migration share: %g must be in (0, 1]", c.MigrationShare)
+	case c.HistoryLength <= 0:
+		return fmt.Errorf("history length: %d must be positive", c.HistoryLength)
 	case c.Interval <= 0 || math.IsNaN(c.Interval):
 		return fmt.Errorf("interval: %g must be positive", c.Interval)
 	case w.Len() < 2:

@@ -44,7 +44,8 @@ type Series struct {
 
 // Options tune a run.
 type Options struct {
-	Config Config
+	// Config describes the data centre; nil means DefaultConfig().
+	Config *Config
 	// Progress, if set, is called after each interval with done and total counts.
 	Progress func(done, total int)
 }
@@ -80,15 +81,19 @@ type engine struct {
 	last   float64
 
 	energyWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
-	migrations, unplaced                                           int
+	migrations, unplaced, dropped                                  int
 }
 
 var planHook func(core.Plan)
+var droppedCount int
 
 // Run simulates pol on w.
 func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	start := time.Now()
-	cfg := opt.Config
+	cfg := DefaultConfig()
+	if opt.Config != nil {
+		cfg = *opt.Config
+	}
 	if err := cfg.fill(w); err != nil {
 		return nil, err
 	}
@@ -110,21 +115,24 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	}
 
 	res := &Result{Policy: pol.Name(), Workload: w.Name, Hosts: len(e.snap.Hosts), VMs: len(e.snap.VMs)}
-	e.update(0, false)
-	total := int(math.Ceil(cfg.Duration/cfg.Interval)) - 1
+	// No update at t=0: as in CloudSim, hosts read utilisation 0 until the first
+	// decision, so the first interval draws no energy and counts no SLA time.
 	var forecasts []model.ResourceForecast
-	_, oracle := pol.(*core.Consolidation)
-	oracle = oracle && pol.Name() == "oracle"
+	oracle := pol.Name() == "oracle"
 	if oracle {
 		forecasts = make([]model.ResourceForecast, len(e.snap.VMs))
 		for v := range forecasts {
 			forecasts[v] = model.ResourceForecast{VMInstanceID: e.snap.VMs[v].ID, Step: cfg.Interval, PredictedCPU: make([]float64, 1), Confidence: 1}
 		}
 	}
+	total := 0
+	for k := 1; float64(k)*cfg.Interval+cfg.Offset < cfg.Duration; k++ {
+		total = k
+	}
 	for k := 1; k <= total; k++ {
-		t := float64(k) * cfg.Interval
+		t := float64(k)*cfg.Interval + cfg.Offset
 		e.advance(t)
-		e.update(t, true)
+		e.update(t, true, true)
 		e.record()
 		e.snap.Time = t
 		if oracle {
@@ -141,7 +149,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 			e.start(m, t)
 		}
 		if len(plan.Moves) > 0 {
-			e.update(t, false)
+			e.update(t, false, false)
 		}
 		res.Series.Time = append(res.Series.Time, t)
 		res.Series.Migrations = append(res.Series.Migrations, float64(len(plan.Moves)))
@@ -161,7 +169,8 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 			opt.Progress(k, total)
 		}
 	}
-	e.advance(cfg.Duration - cfg.Interval + cfg.Interval) // finish migrations still in flight
+	e.advance(cfg.Duration) // migrations still in flight end before the clock stops
+	droppedCount = e.dropped
 	res.EnergyKWh = e.energyWs / 3.6e6
 	res.Migrations = e.migrations
 	res.Unplaced = e.unplaced
@@ -234,12 +243,12 @@ func (e *engine) advance(t float64) {
 	i := 0
 	for i < len(e.flight) && e.flight[i].end < t {
 		at := e.flight[i].end
-		e.update(at, true)
+		e.update(at, true, true)
 		for i < len(e.flight) && e.flight[i].end == at {
 			e.finish(e.flight[i])
 			i++
 		}
-		e.update(at, false)
+		e.update(at, false, true)
 	}
 	e.flight = append(e.flight[:0], e.flight[i:]...)
 }
@@ -266,8 +275,9 @@ func remove(l []int, v int) []int {
 
 // update brings the model to time t. With account set it first charges the interval
 // since the last update (energy, SLA time, requested and lost MIPS) at the state
-// recorded then; it then recomputes every host's allocation from demand at t.
-func (e *engine) update(t float64, account bool) {
+// recorded then; it then recomputes every host's allocation from demand at t. With
+// drop set, VMs that ask for nothing leave afterwards (see Config.KeepIdleVMs).
+func (e *engine) update(t float64, account, drop bool) {
 	dt := t - e.last
 	if account && dt > 0 {
 		for h := range e.hrec {
@@ -352,6 +362,29 @@ func (e *engine) update(t float64, account bool) {
 		host.Util = u
 	}
 	e.last = t
+	if drop && !e.cfg.KeepIdleVMs {
+		e.dropIdle()
+	}
+}
+
+// dropIdle removes VMs that request no CPU and are not migrating, as CloudSim treats
+// them as finished.
+func (e *engine) dropIdle() {
+	for h := range e.snap.Hosts {
+		host := &e.snap.Hosts[h]
+		keep := host.VMs[:0]
+		for _, v := range host.VMs {
+			vm := &e.snap.VMs[v]
+			if vm.Demand.CPU == 0 && !vm.Migrating() && vm.Host == h {
+				vm.Host = -1
+				e.vrec[v] = vmRec{}
+				e.dropped++
+				continue
+			}
+			keep = append(keep, v)
+		}
+		host.VMs = keep
+	}
 }
 
 func capped(vm *model.VM, host *model.Host) float64 {

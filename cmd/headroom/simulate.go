@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/sim"
+	"github.com/headroom/headroom/internal/trace"
+)
+
+const defaultPolicy = "lr-mmt-1.2"
+
+func newSimulateCmd() *cobra.Command {
+	var (
+		workload, pol, compare, reportDir string
+		asJSON                            bool
+		hosts                             int
+	)
+	cmd := &cobra.Command{
+		Use:   "simulate",
+		Short: "Replay a trace through a policy on a modelled cluster",
+		Long: `simulate replays per-VM traces through a decision policy on a modelled data centre
+(CloudSim's PlanetLab experiment: 800 hosts, HP G4/G5, 300 s decisions) and prints
+energy, migrations and the SLA metrics SLATAH, PDM, SLAV and ESV.
+
+Policies: ` + core.PolicyNames + `.
+--workload with no value, or no --workload, uses the embedded PlanetLab day 20110303.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			names := []string{pol}
+			if compare != "" {
+				names = splitList(compare)
+			}
+			pols := make([]core.Policy, len(names))
+			for i, n := range names {
+				p, err := core.ParsePolicy(n)
+				if err != nil {
+					return fmt.Errorf("--policy: %w", err)
+				}
+				pols[i] = p
+			}
+			w, err := trace.Load(workload)
+			if err != nil {
+				return fmt.Errorf("--workload: %w", err)
+			}
+			cfg := sim.DefaultConfig()
+			cfg.Hosts = hosts
+			var results []*sim.Result
+			for _, p := range pols {
+				r, err := sim.Run(w, p, sim.Options{Config: &cfg, Progress: progress(p.Name())})
+				if err != nil {
+					return fmt.Errorf("simulate %s on %s: %w", p.Name(), w.Name, err)
+				}
+				results = append(results, r)
+			}
+			if reportDir != "" {
+				path, err := writeSimReport(reportDir, w, results)
+				if err != nil {
+					return fmt.Errorf("--report: %w", err)
+				}
+				fmt.Fprintln(os.Stderr, "report written to", path)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, results)
+			}
+			printTable(out, results)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&workload, "workload", "", "trace to replay: planetlab:<dir>, bitbrains:<dir>, csv:<file>; empty for the embedded sample")
+	f.Lookup("workload").NoOptDefVal = ""
+	f.StringVar(&pol, "policy", defaultPolicy, "decision policy ("+core.PolicyNames+")")
+	f.StringVar(&compare, "compare", "", "comma-separated policies to run side by side on the same trace")
+	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this folder")
+	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	f.IntVar(&hosts, "hosts", 800, "number of hosts in the modelled cluster")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// printJSON prints one object for one run, and {"runs": [...]} for several.
+func printJSON(w io.Writer, rs []*sim.Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if len(rs) == 1 {
+		return enc.Encode(rs[0])
+	}
+	return enc.Encode(map[string]any{"runs": rs})
+}
+
+func printTable(w io.Writer, rs []*sim.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "policy\tworkload\thosts\tvms\tenergy kWh\tmigrations\tSLATAH\tPDM\tSLAV\tESV\tno host\twall s\t\n")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%.2f\t\n",
+			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.WallSeconds)
+	}
+	tw.Flush()
+}
