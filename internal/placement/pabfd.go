@@ -36,13 +36,17 @@ func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
 		if !st.Suitable(v, h) {
 			continue
 		}
+		// The detector only filters, so a host that cannot beat the best so far
+		// needs no detector run; this keeps the result and skips most of the work.
+		d := PowerDelta(st, v, h)
+		if d >= bestDelta {
+			continue
+		}
 		// An empty host is never called overloaded by what one VM brings.
 		if st.InUse(h) != 0 && p.Detector.Overloaded(st, h, v) {
 			continue
 		}
-		if d := PowerDelta(st, v, h); d < bestDelta {
-			best, bestDelta = h, d
-		}
+		best, bestDelta = h, d
 	}
 	return best
 }
