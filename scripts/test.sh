@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite on a fresh Debian 12 machine with Go. As root it first
+# installs the system packages the integration tests use (libvirt, QEMU, Chromium);
+# without root those tests skip and print why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+	bash scripts/install-deps.sh
+else
+	echo "test.sh: not root, so no system packages were installed; lab and browser tests will skip" >&2
+fi
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "test.sh: gofmt would change: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+# Concurrent code runs under the race detector as well.
+go test -race ./internal/forecast/... ./internal/hypervisor/... ./internal/report/...
+go test ./...
