@@ -27,6 +27,7 @@ type State struct {
 	hist   [][]float64 // cached host utilisation history; nil when stale
 	maxLen int
 	buf    []float64
+	mom    [][]float64 // cached forecast moments per host; nil entries are stale
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -96,7 +97,7 @@ func (st *State) recompute(h int) {
 	for _, v := range st.on[h] {
 		st.account(v, h, 1)
 	}
-	st.hist[h] = nil
+	st.stale(h)
 }
 
 func (st *State) account(v, h int, sign float64) {
@@ -117,7 +118,14 @@ func (st *State) Add(v, h int) {
 	st.on[h] = append(st.on[h], v)
 	st.where[v] = h
 	st.account(v, h, 1)
+	st.stale(h)
+}
+
+func (st *State) stale(h int) {
 	st.hist[h] = nil
+	if st.mom != nil {
+		st.mom[h] = nil
+	}
 }
 
 // Remove takes v off h, keeping the order of the rest.

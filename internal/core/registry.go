@@ -9,7 +9,14 @@ import (
 )
 
 // PolicyNames lists the accepted forms, for help and error text.
-const PolicyNames = "npa, dvfs, thr-mmt-<t>, iqr-mmt-<s>, mad-mmt-<s>, lr-mmt-<s>, lrr-mmt-<s>, oracle"
+const PolicyNames = "headroom, headroom:<config.yaml>, npa, dvfs, thr-mmt-<t>, iqr-mmt-<s>, mad-mmt-<s>, lr-mmt-<s>, lrr-mmt-<s>, oracle"
+
+// Forecasting is implemented by policies that read forecasts: the shell must supply
+// this many steps at the decision interval, with bounds at this confidence.
+type Forecasting interface {
+	HorizonSteps(interval float64) int
+	Confidence() float64
+}
 
 // ParsePolicy turns a policy name such as "lr-mmt-1.2" into a Policy.
 func ParsePolicy(name string) (Policy, error) {
@@ -19,7 +26,18 @@ func ParsePolicy(name string) (Policy, error) {
 	case "dvfs":
 		return &Static{PolicyName: name}, nil
 	case "oracle":
-		return &Consolidation{PolicyName: name, Detector: policy.Oracle{}}, nil
+		// The headroom policy fed each VM's true future demand: the floor any
+		// predictor is measured against.
+		return NewHeadroom(name, policy.DefaultHeadroom())
+	case "headroom":
+		return NewHeadroom(name, policy.DefaultHeadroom())
+	}
+	if path, ok := strings.CutPrefix(name, "headroom:"); ok {
+		cfg, err := policy.LoadHeadroom(path)
+		if err != nil {
+			return nil, fmt.Errorf("policy %q: %w", name, err)
+		}
+		return NewHeadroom(name, cfg)
 	}
 	parts := strings.Split(name, "-")
 	if len(parts) != 3 || parts[1] != "mmt" {

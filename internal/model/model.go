@@ -133,6 +133,9 @@ type VM struct {
 	MigratingTo []int `json:"migrating_to,omitempty"`
 	// Group names the VM's policy group.
 	Group string `json:"group,omitempty"`
+	// LastMigration is when the VM's last migration ended (seconds, as Snapshot.Time);
+	// 0 means never.
+	LastMigration float64 `json:"last_migration,omitempty"`
 	// DirtyRate is the measured memory dirty rate in MB/s, if known.
 	DirtyRate float64 `json:"dirty_rate,omitempty"`
 }
@@ -154,10 +157,10 @@ type Snapshot struct {
 type RuleKind string
 
 const (
-	Affinity        RuleKind = "affinity"           // VMs together
-	AntiAffinity    RuleKind = "anti-affinity"      // VMs apart
-	HostAffinity    RuleKind = "host-affinity"      // VMs on these hosts
-	HostAntiAffinty RuleKind = "host-anti-affinity" // VMs never on these hosts
+	Affinity         RuleKind = "affinity"           // VMs together
+	AntiAffinity     RuleKind = "anti-affinity"      // VMs apart
+	HostAffinity     RuleKind = "host-affinity"      // VMs on these hosts
+	HostAntiAffinity RuleKind = "host-anti-affinity" // VMs never on these hosts
 )
 
 // Rule is a VM-VM or VM-host placement rule. Must rules are never broken;

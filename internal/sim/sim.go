@@ -117,13 +117,9 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	res := &Result{Policy: pol.Name(), Workload: w.Name, Hosts: len(e.snap.Hosts), VMs: len(e.snap.VMs)}
 	// No update at t=0: as in CloudSim, hosts read utilisation 0 until the first
 	// decision, so the first interval draws no energy and counts no SLA time.
-	var forecasts []model.ResourceForecast
-	oracle := pol.Name() == "oracle"
-	if oracle {
-		forecasts = make([]model.ResourceForecast, len(e.snap.VMs))
-		for v := range forecasts {
-			forecasts[v] = model.ResourceForecast{VMInstanceID: e.snap.VMs[v].ID, Step: cfg.Interval, PredictedCPU: make([]float64, 1), Confidence: 1}
-		}
+	fc, err := newForecaster(pol, e, cfg)
+	if err != nil {
+		return nil, err
 	}
 	total := 0
 	for k := 1; float64(k)*cfg.Interval+cfg.Offset < cfg.Duration; k++ {
@@ -135,12 +131,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		e.update(t, true, true)
 		e.record()
 		e.snap.Time = t
-		if oracle {
-			for v := range forecasts {
-				forecasts[v].PredictedCPU[0] = e.demand(v, t+cfg.Interval)
-			}
-		}
-		plan := core.Decide(e.snap, forecasts, pol, nil)
+		plan := core.Decide(e.snap, fc.forecast(t), pol, nil)
 		if planHook != nil {
 			planHook(plan)
 		}
@@ -261,6 +252,7 @@ func (e *engine) finish(m migration) {
 	tl := remove(e.snap.Hosts[m.target].VMs, m.vm)
 	e.snap.Hosts[m.target].VMs = append(tl, m.vm)
 	vm.Host = m.target
+	vm.LastMigration = m.end
 	if i := slices.Index(vm.MigratingTo, m.target); i >= 0 {
 		vm.MigratingTo = slices.Delete(vm.MigratingTo, i, i+1)
 	}

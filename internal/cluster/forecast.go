@@ -1,0 +1,70 @@
+package cluster
+
+import "math"
+
+// Forecast moments: each VM's demand at horizon step s (1-based; step 0 is now) is
+// read from its forecast as a mean and a standard deviation, the deviation being the
+// distance to the upper bound over the normal quantile of the bound's confidence.
+// A VM without a forecast counts at its current need with no spread.
+
+// Steps is the number of forecast steps all VMs share (0 without forecasts).
+func (st *State) Steps() int {
+	if len(st.Forecasts) == 0 {
+		return 0
+	}
+	n := math.MaxInt
+	for i := range st.Forecasts {
+		if k := len(st.Forecasts[i].PredictedCPU); k > 0 && k < n {
+			n = k
+		}
+	}
+	if n == math.MaxInt {
+		return 0
+	}
+	return n
+}
+
+// VMMoment is v's CPU demand mean and variance at step s.
+func (st *State) VMMoment(v, s int) (mu, variance float64) {
+	if s == 0 || v >= len(st.Forecasts) {
+		return st.Need(v).CPU, 0
+	}
+	f := &st.Forecasts[v]
+	if s > len(f.PredictedCPU) || s > len(f.Upper) {
+		return st.Need(v).CPU, 0
+	}
+	mu = max(f.PredictedCPU[s-1], 0)
+	if up := f.Upper[s-1].CPU; up > mu && f.Confidence > 0 && f.Confidence < 1 {
+		sd := (up - mu) / (math.Sqrt2 * math.Erfinv(2*f.Confidence-1))
+		variance = sd * sd
+	}
+	return mu, variance
+}
+
+// HostMoment is the CPU demand mean and variance of the VMs on h (plus v if v >= 0)
+// at step s. VMs migrating in count in full: they will run there.
+func (st *State) HostMoment(h, v, s int) (mu, variance float64) {
+	if st.mom == nil {
+		st.mom = make([][]float64, len(st.Snap.Hosts))
+	}
+	n := st.Steps() + 1
+	m := st.mom[h]
+	if m == nil {
+		m = make([]float64, 2*n)
+		for _, x := range st.on[h] {
+			for k := 0; k < n; k++ {
+				a, b := st.VMMoment(x, k)
+				m[2*k] += a
+				m[2*k+1] += b
+			}
+		}
+		st.mom[h] = m
+	}
+	mu, variance = m[2*s], m[2*s+1]
+	if v >= 0 {
+		a, b := st.VMMoment(v, s)
+		mu += a
+		variance += b
+	}
+	return mu, variance
+}

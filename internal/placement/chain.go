@@ -1,0 +1,444 @@
+package placement
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/headroom/headroom/internal/cluster"
+	"github.com/headroom/headroom/internal/model"
+)
+
+// Context is what the placement steps read: the what-if cluster, the bound to check
+// capacity at, and the rules indexed by VM.
+type Context struct {
+	St *cluster.State
+	// Z is the normal quantile of the confidence at which capacity must hold.
+	Z float64
+	// Target is the share of capacity a host may be filled to at that bound.
+	Target float64
+	rules  map[int][]ruleRef
+	hostIx map[string]int
+}
+
+type ruleRef struct {
+	rule    *model.Rule
+	members []int // VM indices
+	hosts   []bool
+}
+
+// NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
+// the members that exist.
+func NewContext(st *cluster.State, z, target float64) *Context {
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}}
+	s := st.Snap
+	for h := range s.Hosts {
+		c.hostIx[s.Hosts[h].ID] = h
+	}
+	if len(s.Rules) == 0 {
+		return c
+	}
+	vmIx := make(map[string]int, len(s.VMs))
+	for v := range s.VMs {
+		vmIx[s.VMs[v].ID] = v
+	}
+	for i := range s.Rules {
+		r := &s.Rules[i]
+		ref := ruleRef{rule: r}
+		for _, id := range r.VMs {
+			if v, ok := vmIx[id]; ok {
+				ref.members = append(ref.members, v)
+			}
+		}
+		if len(r.Hosts) > 0 {
+			ref.hosts = make([]bool, len(s.Hosts))
+			for _, id := range r.Hosts {
+				if h, ok := c.hostIx[id]; ok {
+					ref.hosts[h] = true
+				}
+			}
+		}
+		for _, v := range ref.members {
+			c.rules[v] = append(c.rules[v], ref)
+		}
+	}
+	return c
+}
+
+// Filter rejects hosts; Reject returns "" to pass or the reason.
+type Filter interface {
+	Name() string
+	Reject(c *Context, v, h int) string
+}
+
+// Scorer rates a feasible host in [0, 1], higher is better.
+type Scorer interface {
+	Name() string
+	Score(c *Context, v, h int) float64
+}
+
+// Weighted is a scorer with its weight.
+type Weighted struct {
+	Scorer
+	Weight float64
+}
+
+// Chain is host selection as small named steps: every filter, then the weighted
+// mean of the scorers (after Nomad's feasibility-then-rank iterators).
+type Chain struct {
+	Filters []Filter
+	Scorers []Weighted
+}
+
+// Candidate is one host's fate in a selection, for --explain.
+type Candidate struct {
+	Host     int                `json:"host"`
+	HostID   string             `json:"host_id"`
+	Rejected string             `json:"rejected_by,omitempty"`
+	Reason   string             `json:"reason,omitempty"`
+	Scores   map[string]float64 `json:"scores,omitempty"`
+	Total    float64            `json:"total,omitempty"`
+}
+
+var filters = map[string]Filter{
+	"capacity":      capacityFilter{},
+	"anti-affinity": antiAffinityFilter{},
+	"affinity":      affinityFilter{},
+	"host-affinity": hostAffinityFilter{},
+}
+
+var scorers = map[string]Scorer{
+	"headroom":       headroomScorer{},
+	"packing":        packingScorer{},
+	"affinity":       affinityScorer{},
+	"migration-cost": migrationCostScorer{},
+	"power":          powerScorer{},
+}
+
+// StepNames lists the known filters and scorers.
+func StepNames() (fs, ss []string) {
+	for n := range filters {
+		fs = append(fs, n)
+	}
+	for n := range scorers {
+		ss = append(ss, n)
+	}
+	sort.Strings(fs)
+	sort.Strings(ss)
+	return fs, ss
+}
+
+// NewChain builds a chain from step names, naming any it does not know.
+func NewChain(filterNames []string, scorerNames []string, weights []float64) (*Chain, error) {
+	c := &Chain{}
+	fs, ss := StepNames()
+	for _, n := range filterNames {
+		f, ok := filters[n]
+		if !ok {
+			return nil, fmt.Errorf("placement.filters: unknown filter %q (known: %s)", n, strings.Join(fs, ", "))
+		}
+		c.Filters = append(c.Filters, f)
+	}
+	for i, n := range scorerNames {
+		s, ok := scorers[n]
+		if !ok {
+			return nil, fmt.Errorf("placement.scorers: unknown scorer %q (known: %s)", n, strings.Join(ss, ", "))
+		}
+		if weights[i] < 0 {
+			return nil, fmt.Errorf("placement.scorers: %s weight %g must not be negative", n, weights[i])
+		}
+		c.Scorers = append(c.Scorers, Weighted{s, weights[i]})
+	}
+	return c, nil
+}
+
+// Select returns the best host for v among hosts not excluded, or -1, and how many
+// hosts each filter rejected. With explain it also returns every host's record.
+func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, []Candidate) {
+	best, bestScore := -1, math.Inf(-1)
+	var out []Candidate
+	counts := make([]int, len(ch.Filters))
+	wsum := 0.0
+	for _, s := range ch.Scorers {
+		wsum += s.Weight
+	}
+	for h := range c.St.Snap.Hosts {
+		var cand Candidate
+		if explain {
+			cand = Candidate{Host: h, HostID: c.St.Snap.Hosts[h].ID}
+		}
+		if excluded != nil && excluded[h] {
+			if explain {
+				cand.Rejected, cand.Reason = "excluded", "source or being emptied"
+				out = append(out, cand)
+			}
+			continue
+		}
+		if h == c.St.HostOf(v) {
+			if explain {
+				cand.Rejected, cand.Reason = "excluded", "the VM is already there"
+				out = append(out, cand)
+			}
+			continue
+		}
+		rejected := false
+		for i, f := range ch.Filters {
+			if why := f.Reject(c, v, h); why != "" {
+				rejected = true
+				counts[i]++
+				if explain {
+					cand.Rejected, cand.Reason = f.Name(), why
+				}
+				break
+			}
+		}
+		if rejected {
+			if explain {
+				out = append(out, cand)
+			}
+			continue
+		}
+		total := 0.0
+		if explain {
+			cand.Scores = map[string]float64{}
+		}
+		for _, s := range ch.Scorers {
+			x := s.Score(c, v, h)
+			total += s.Weight * x
+			if explain {
+				cand.Scores[s.Name()] = round4(x)
+			}
+		}
+		if wsum > 0 {
+			total /= wsum
+		}
+		if explain {
+			cand.Total = round4(total)
+			out = append(out, cand)
+		}
+		if total > bestScore {
+			best, bestScore = h, total
+		}
+	}
+	if !explain {
+		// Without a full explanation keep one record per filter that rejected hosts.
+		for i, f := range ch.Filters {
+			if counts[i] > 0 {
+				out = append(out, Candidate{Host: -1, HostID: fmt.Sprintf("%d hosts", counts[i]), Rejected: f.Name(), Reason: "rejected"})
+			}
+		}
+	}
+	return best, out
+}
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
+
+// RejectionSummary condenses candidates into "filter: n hosts" counts, for the
+// "no suitable host available" log line.
+func RejectionSummary(cands []Candidate) string {
+	n := map[string]int{}
+	for _, c := range cands {
+		switch {
+		case c.Rejected == "":
+		case c.Host < 0: // a per-filter count from a selection without explain
+			var k int
+			fmt.Sscanf(c.HostID, "%d", &k)
+			n[c.Rejected] += k
+		default:
+			n[c.Rejected]++
+		}
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d hosts", k, n[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// capacityFilter: the host has room now (cores, scheduler, memory), and the VM's
+// predicted demand plus the host's stays under Target x capacity at the bound at every
+// horizon step, so VMs whose peaks coincide do not land together.
+type capacityFilter struct{}
+
+func (capacityFilter) Name() string { return "capacity" }
+
+func (capacityFilter) Reject(c *Context, v, h int) string {
+	st := c.St
+	if !st.Suitable(v, h) {
+		return "no room now (cores, CPU or memory)"
+	}
+	limit := c.Target * st.Snap.Hosts[h].Capacity.CPU
+	for s := 0; s <= st.Steps(); s++ {
+		mu, variance := st.HostMoment(h, v, s)
+		if b := mu + c.Z*math.Sqrt(variance); b > limit {
+			return fmt.Sprintf("step %d: bound %.0f > %.0f", s, b, limit)
+		}
+	}
+	return ""
+}
+
+// headroom is the smallest share of capacity left at the bound over the horizon.
+func headroom(c *Context, v, h int) float64 {
+	st := c.St
+	cp := st.Snap.Hosts[h].Capacity.CPU
+	left := 1.0
+	for s := 0; s <= st.Steps(); s++ {
+		mu, variance := st.HostMoment(h, v, s)
+		left = min(left, (cp-mu-c.Z*math.Sqrt(variance))/cp)
+	}
+	return max(left, 0)
+}
+
+type headroomScorer struct{}
+
+func (headroomScorer) Name() string                       { return "headroom" }
+func (headroomScorer) Score(c *Context, v, h int) float64 { return headroom(c, v, h) }
+
+// packingScorer prefers hosts already running VMs, and fuller ones, so fewer hosts stay on.
+type packingScorer struct{}
+
+func (packingScorer) Name() string { return "packing" }
+
+func (packingScorer) Score(c *Context, v, h int) float64 {
+	if len(c.St.VMs(h)) == 0 {
+		return 0
+	}
+	return 0.5 + 0.5*min(1-headroom(c, v, h), 1)
+}
+
+// powerScorer prefers the smallest rise in power (CloudSim's best-fit criterion).
+type powerScorer struct{}
+
+func (powerScorer) Name() string { return "power" }
+
+func (powerScorer) Score(c *Context, v, h int) float64 {
+	p := &c.St.Snap.Hosts[h].Power
+	if p[10] == 0 {
+		return 0.5
+	}
+	d := PowerDelta(c.St, v, h)
+	return max(0, 1-d/p[10])
+}
+
+// migrationCostScorer prefers targets with fewer copies already coming in, since
+// those share the target's link.
+type migrationCostScorer struct{}
+
+func (migrationCostScorer) Name() string { return "migration-cost" }
+
+func (migrationCostScorer) Score(c *Context, v, h int) float64 {
+	in := 0
+	for _, x := range c.St.VMs(h) {
+		if c.St.Snap.VMs[x].Host != h {
+			in++
+		}
+	}
+	return 1 / float64(1+in)
+}
+
+func onHost(c *Context, x, h int) bool { return slices.Contains(c.St.VMs(h), x) }
+
+type antiAffinityFilter struct{}
+
+func (antiAffinityFilter) Name() string { return "anti-affinity" }
+
+func (antiAffinityFilter) Reject(c *Context, v, h int) string {
+	for _, r := range c.rules[v] {
+		if r.rule.Kind != model.AntiAffinity || !r.rule.Must {
+			continue
+		}
+		for _, x := range r.members {
+			if x != v && onHost(c, x, h) {
+				return fmt.Sprintf("rule %s: %s is there", r.rule.Name, c.St.Snap.VMs[x].ID)
+			}
+		}
+	}
+	return ""
+}
+
+type affinityFilter struct{}
+
+func (affinityFilter) Name() string { return "affinity" }
+
+// Reject: a must-affinity VM goes where its placed partners are.
+func (affinityFilter) Reject(c *Context, v, h int) string {
+	for _, r := range c.rules[v] {
+		if r.rule.Kind != model.Affinity || !r.rule.Must {
+			continue
+		}
+		for _, x := range r.members {
+			if x != v && c.St.HostOf(x) >= 0 && c.St.HostOf(x) != h {
+				return fmt.Sprintf("rule %s: %s is on %s", r.rule.Name, c.St.Snap.VMs[x].ID, c.St.Snap.Hosts[c.St.HostOf(x)].ID)
+			}
+		}
+	}
+	return ""
+}
+
+type hostAffinityFilter struct{}
+
+func (hostAffinityFilter) Name() string { return "host-affinity" }
+
+func (hostAffinityFilter) Reject(c *Context, v, h int) string {
+	for _, r := range c.rules[v] {
+		if !r.rule.Must || r.hosts == nil {
+			continue
+		}
+		switch r.rule.Kind {
+		case model.HostAffinity:
+			if !r.hosts[h] {
+				return fmt.Sprintf("rule %s: host not in %v", r.rule.Name, r.rule.Hosts)
+			}
+		case model.HostAntiAffinity:
+			if r.hosts[h] {
+				return fmt.Sprintf("rule %s: host excluded", r.rule.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// affinityScorer rewards should-affinity partners on the host and penalises
+// should-anti-affinity ones; 0.5 is neutral.
+type affinityScorer struct{}
+
+func (affinityScorer) Name() string { return "affinity" }
+
+func (affinityScorer) Score(c *Context, v, h int) float64 {
+	score, n := 0.0, 0
+	for _, r := range c.rules[v] {
+		if r.rule.Must {
+			continue
+		}
+		switch r.rule.Kind {
+		case model.Affinity, model.AntiAffinity:
+			for _, x := range r.members {
+				if x == v {
+					continue
+				}
+				n++
+				if onHost(c, x, h) == (r.rule.Kind == model.Affinity) {
+					score++
+				}
+			}
+		case model.HostAffinity, model.HostAntiAffinity:
+			if r.hosts != nil {
+				n++
+				if r.hosts[h] == (r.rule.Kind == model.HostAffinity) {
+					score++
+				}
+			}
+		}
+	}
+	if n == 0 {
+		return 0.5
+	}
+	return score / float64(n)
+}

@@ -1,0 +1,173 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// HeadroomConfig is the proactive policy's configuration, read from YAML. Every field
+// has a default (DefaultHeadroom); a file only names what it changes.
+type HeadroomConfig struct {
+	// Horizon is how far ahead forecasts look.
+	Horizon time.Duration `yaml:"horizon"`
+	// Confidence is the level of the upper bounds used to check that a host has room.
+	Confidence float64 `yaml:"confidence"`
+
+	Overload  OverloadTrigger  `yaml:"overload"`
+	Underload UnderloadTrigger `yaml:"underload"`
+	LeadTime  LeadTime         `yaml:"lead_time"`
+	Thrash    AntiThrash       `yaml:"anti_thrash"`
+	Placement PlacementConfig  `yaml:"placement"`
+	// Groups override the triggers for VMs whose Group matches the key.
+	Groups map[string]GroupConfig `yaml:"groups"`
+}
+
+// OverloadTrigger: migrate off a host if P(host demand > Threshold x capacity at some
+// step within the horizon) >= Probability.
+type OverloadTrigger struct {
+	Threshold   float64 `yaml:"threshold"`
+	Probability float64 `yaml:"probability"`
+}
+
+// UnderloadTrigger: empty a host whose predicted utilisation stays below Threshold if
+// all its VMs fit elsewhere, each with probability >= Probability, for the horizon.
+type UnderloadTrigger struct {
+	Enabled     bool    `yaml:"enabled"`
+	Threshold   float64 `yaml:"threshold"`
+	Probability float64 `yaml:"probability"`
+}
+
+// LeadTime: act on a predicted breach only when waiting for the next cycle would let
+// the migration (its predicted duration plus Margin) end after the breach.
+type LeadTime struct {
+	Margin time.Duration `yaml:"margin"`
+}
+
+// AntiThrash bounds churn: a VM moved less than Cooldown ago stays unless its host is
+// overloaded now; at most MaxPerCycle moves per cycle; a move must gain more than it
+// costs, with a migration costing CostWatts for its duration.
+type AntiThrash struct {
+	Cooldown    time.Duration `yaml:"cooldown"`
+	MaxPerCycle int           `yaml:"max_per_cycle"`
+	CostWatts   float64       `yaml:"cost_watts"`
+}
+
+// PlacementConfig names the placement steps and their weights, in the manner of the
+// Kubernetes scheduler framework.
+type PlacementConfig struct {
+	// Target is the share of capacity a host may be filled to at the upper bound.
+	Target  float64        `yaml:"target"`
+	Filters []string       `yaml:"filters"`
+	Scorers []WeightedStep `yaml:"scorers"`
+}
+
+// WeightedStep is a scorer and its weight.
+type WeightedStep struct {
+	Name   string  `yaml:"name"`
+	Weight float64 `yaml:"weight"`
+}
+
+// GroupConfig overrides the triggers for one VM group.
+type GroupConfig struct {
+	Overload      *OverloadTrigger `yaml:"overload"`
+	AllowPostCopy bool             `yaml:"allow_post_copy"`
+}
+
+// DefaultHeadroom is the configuration headroom ships with. Its numbers are principles,
+// not fits: act when an overload is more likely than not to start before the next
+// cycle could react, fill hosts to their capacity at the 90 % bound, and empty a host
+// only if it is lightly used and its VMs fit elsewhere at the 90 % bound.
+func DefaultHeadroom() HeadroomConfig {
+	return HeadroomConfig{
+		Horizon:    30 * time.Minute,
+		Confidence: 0.9,
+		Overload:   OverloadTrigger{Threshold: 1.0, Probability: 0.5},
+		Underload:  UnderloadTrigger{Enabled: true, Threshold: 0.5, Probability: 0.9},
+		LeadTime:   LeadTime{Margin: time.Minute},
+		Thrash:     AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
+		Placement: PlacementConfig{
+			Target:  1.0,
+			Filters: []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
+			Scorers: []WeightedStep{{"packing", 2}, {"headroom", 1}, {"affinity", 1}, {"migration-cost", 0.5}},
+		},
+	}
+}
+
+// LoadHeadroom reads a YAML file over the defaults. Unknown keys are errors.
+func LoadHeadroom(path string) (HeadroomConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return HeadroomConfig{}, err
+	}
+	return ParseHeadroom(b, path)
+}
+
+// ParseHeadroom parses YAML over the defaults; name labels errors.
+func ParseHeadroom(b []byte, name string) (HeadroomConfig, error) {
+	c := DefaultHeadroom()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && err.Error() != "EOF" {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Validate names the first field that is out of range.
+func (c *HeadroomConfig) Validate() error {
+	switch {
+	case c.Horizon <= 0:
+		return fmt.Errorf("horizon: %v must be positive", c.Horizon)
+	case c.Confidence <= 0 || c.Confidence >= 1:
+		return fmt.Errorf("confidence: %g must be in (0, 1)", c.Confidence)
+	case c.Overload.Threshold <= 0 || c.Overload.Threshold > 2:
+		return fmt.Errorf("overload.threshold: %g must be in (0, 2]", c.Overload.Threshold)
+	case c.Overload.Probability <= 0 || c.Overload.Probability >= 1:
+		return fmt.Errorf("overload.probability: %g must be in (0, 1)", c.Overload.Probability)
+	case c.Underload.Threshold < 0 || c.Underload.Threshold > 1:
+		return fmt.Errorf("underload.threshold: %g must be in [0, 1]", c.Underload.Threshold)
+	case c.Underload.Probability <= 0 || c.Underload.Probability >= 1:
+		return fmt.Errorf("underload.probability: %g must be in (0, 1)", c.Underload.Probability)
+	case c.LeadTime.Margin < 0:
+		return fmt.Errorf("lead_time.margin: %v must not be negative", c.LeadTime.Margin)
+	case c.Thrash.Cooldown < 0:
+		return fmt.Errorf("anti_thrash.cooldown: %v must not be negative", c.Thrash.Cooldown)
+	case c.Thrash.MaxPerCycle <= 0:
+		return fmt.Errorf("anti_thrash.max_per_cycle: %d must be positive", c.Thrash.MaxPerCycle)
+	case c.Thrash.CostWatts < 0:
+		return fmt.Errorf("anti_thrash.cost_watts: %g must not be negative", c.Thrash.CostWatts)
+	case c.Placement.Target <= 0 || c.Placement.Target > 1.5:
+		return fmt.Errorf("placement.target: %g must be in (0, 1.5]", c.Placement.Target)
+	}
+	for g, gc := range c.Groups {
+		if o := gc.Overload; o != nil && (o.Probability <= 0 || o.Probability >= 1 || o.Threshold <= 0) {
+			return fmt.Errorf("groups.%s.overload: threshold %g, probability %g out of range", g, o.Threshold, o.Probability)
+		}
+	}
+	return nil
+}
+
+// Normal helpers: the host's demand at a step is treated as normal with the summed
+// means and variances of its VMs' forecasts (VMs independent).
+
+// Z is the standard normal quantile at p.
+func Z(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }
+
+// ProbAbove is P(X > x) for X ~ N(mu, sigma^2).
+func ProbAbove(mu, sigma, x float64) float64 {
+	if sigma <= 0 {
+		if mu > x {
+			return 1
+		}
+		return 0
+	}
+	return 0.5 * math.Erfc((x-mu)/(sigma*math.Sqrt2))
+}

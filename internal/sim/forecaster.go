@@ -1,0 +1,85 @@
+package sim
+
+import (
+	"math"
+
+	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/forecast"
+	"github.com/headroom/headroom/internal/model"
+)
+
+// forecaster supplies a policy's forecasts each interval: nothing for CloudSim's
+// policies, the prediction engine fed the VMs' measured demand for headroom, and the
+// true future demand for the oracle.
+type forecaster struct {
+	e      *engine
+	steps  int
+	conf   float64
+	oracle bool
+	eng    *forecast.Engine
+	vms    []*forecast.VM
+	out    []model.ResourceForecast
+}
+
+func newForecaster(pol core.Policy, e *engine, cfg Config) (*forecaster, error) {
+	f := &forecaster{e: e}
+	fp, ok := pol.(core.Forecasting)
+	if !ok {
+		return f, nil
+	}
+	f.steps = fp.HorizonSteps(cfg.Interval)
+	f.conf = fp.Confidence()
+	f.oracle = pol.Name() == "oracle"
+	f.out = make([]model.ResourceForecast, len(e.snap.VMs))
+	if f.oracle {
+		for v := range f.out {
+			f.out[v] = model.ResourceForecast{VMInstanceID: e.snap.VMs[v].ID, Step: cfg.Interval, Confidence: f.conf,
+				PredictedCPU: make([]float64, f.steps), Upper: make([]model.Resources, f.steps)}
+		}
+		return f, nil
+	}
+	eng, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval, Horizon: f.steps})
+	if err != nil {
+		return nil, err
+	}
+	f.eng = eng
+	f.vms = make([]*forecast.VM, len(e.snap.VMs))
+	for v := range f.vms {
+		f.vms[v] = eng.VM(e.snap.VMs[v].ID)
+	}
+	return f, nil
+}
+
+// forecast returns forecasts for the decision at t (after the update at t), or nil.
+func (f *forecaster) forecast(t float64) []model.ResourceForecast {
+	if f.out == nil {
+		return nil
+	}
+	vms := f.e.snap.VMs
+	for v := range vms {
+		if vms[v].Host < 0 {
+			if f.eng != nil && f.vms[v] != nil {
+				f.eng.Remove(vms[v].ID)
+				f.vms[v] = nil
+			}
+			f.out[v] = model.ResourceForecast{}
+			continue
+		}
+		if f.oracle {
+			o := &f.out[v]
+			for s := range f.steps {
+				d := f.e.demand(v, t+float64(s+1)*f.e.cfg.Interval)
+				o.PredictedCPU[s] = d
+				o.Upper[s] = model.Resources{CPU: d}
+			}
+			continue
+		}
+		f.vms[v].Observe(model.CPU, vms[v].Demand.CPU)
+		fc := f.vms[v].Forecast(f.steps, f.conf)
+		for i := range fc.PredictedCPU {
+			fc.PredictedCPU[i] = math.Max(fc.PredictedCPU[i], 0)
+		}
+		f.out[v] = fc
+	}
+	return f.out
+}
