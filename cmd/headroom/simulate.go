@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/rules"
 	"github.com/headroom/headroom/internal/sim"
 	"github.com/headroom/headroom/internal/trace"
 )
@@ -20,6 +23,7 @@ const defaultPolicy = "lr-mmt-1.2"
 func newSimulateCmd() *cobra.Command {
 	var (
 		workload, pol, compare, reportDir string
+		rulesFile, randomRules            string
 		asJSON                            bool
 		hosts                             int
 	)
@@ -52,9 +56,13 @@ Policies: ` + core.PolicyNames + `.
 			}
 			cfg := sim.DefaultConfig()
 			cfg.Hosts = hosts
+			rs, err := loadRules(rulesFile, randomRules, w, cfg.Hosts)
+			if err != nil {
+				return err
+			}
 			var results []*sim.Result
 			for _, p := range pols {
-				r, err := sim.Run(w, p, sim.Options{Config: &cfg, Progress: progress(p.Name())})
+				r, err := sim.Run(w, p, sim.Options{Config: &cfg, Progress: progress(p.Name()), Rules: rs})
 				if err != nil {
 					return fmt.Errorf("simulate %s on %s: %w", p.Name(), w.Name, err)
 				}
@@ -82,8 +90,60 @@ Policies: ` + core.PolicyNames + `.
 	f.StringVar(&compare, "compare", "", "comma-separated policies to run side by side on the same trace")
 	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this folder")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	f.StringVar(&rulesFile, "rules", "", "YAML file of VM-VM and VM-host rules to attach to the run")
+	f.StringVar(&randomRules, "random-rules", "", "generate must rules: anti=<share of VMs in anti-affinity pairs>,host=<share pinned to half the hosts>,seed=<n>")
 	f.IntVar(&hosts, "hosts", 800, "number of hosts in the modelled cluster")
 	return cmd
+}
+
+// loadRules reads a rules file or generates rules from a spec like
+// "anti=0.1,host=0.05,seed=1".
+func loadRules(file, spec string, w *trace.Workload, hosts int) ([]model.Rule, error) {
+	if file != "" && spec != "" {
+		return nil, fmt.Errorf("--rules and --random-rules: give one, not both")
+	}
+	if file != "" {
+		rs, err := rules.Load(file)
+		if err != nil {
+			return nil, fmt.Errorf("--rules: %w", err)
+		}
+		return rs, nil
+	}
+	if spec == "" {
+		return nil, nil
+	}
+	anti, host, seed := 0.0, 0.0, uint64(1)
+	for _, kv := range splitList(spec) {
+		k, v, ok := strings.Cut(kv, "=")
+		var err error
+		switch {
+		case !ok:
+			err = fmt.Errorf("%q is not key=value", kv)
+		case k == "anti":
+			anti, err = strconv.ParseFloat(v, 64)
+		case k == "host":
+			host, err = strconv.ParseFloat(v, 64)
+		case k == "seed":
+			seed, err = strconv.ParseUint(v, 10, 64)
+		default:
+			err = fmt.Errorf("unknown key %q (anti, host, seed)", k)
+		}
+		if err == nil && (anti < 0 || anti > 1 || host < 0 || host > 1) {
+			err = fmt.Errorf("shares must be in [0, 1]")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--random-rules: %w", err)
+		}
+	}
+	vms := make([]string, len(w.VMs))
+	for i := range w.VMs {
+		vms[i] = w.VMs[i].ID
+	}
+	hs := make([]string, hosts)
+	for i := range hs {
+		hs[i] = fmt.Sprintf("host-%d", i)
+	}
+	return rules.Generate(vms, hs, anti, host, seed), nil
 }
 
 func splitList(s string) []string {
@@ -108,10 +168,10 @@ func printJSON(w io.Writer, rs []*sim.Result) error {
 
 func printTable(w io.Writer, rs []*sim.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "policy\tworkload\thosts\tvms\tenergy kWh\tmigrations\tSLATAH\tPDM\tSLAV\tESV\tno host\twall s\t\n")
+	fmt.Fprintf(tw, "policy\tworkload\thosts\tvms\tenergy kWh\tmigrations\tSLATAH\tPDM\tSLAV\tESV\tno host\trule breaches\twall s\t\n")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%.2f\t\n",
-			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.WallSeconds)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%d\t%.2f\t\n",
+			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.RuleViolations, r.WallSeconds)
 	}
 	tw.Flush()
 }

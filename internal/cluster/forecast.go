@@ -8,7 +8,9 @@ import "math"
 // A VM without a forecast counts at its current need with no spread.
 
 // Steps is the number of forecast steps all VMs share (0 without forecasts).
-func (st *State) Steps() int {
+func (st *State) Steps() int { return st.steps }
+
+func countSteps(st *State) int {
 	if len(st.Forecasts) == 0 {
 		return 0
 	}

@@ -28,6 +28,7 @@ type State struct {
 	maxLen int
 	buf    []float64
 	mom    [][]float64 // cached forecast moments per host; nil entries are stale
+	steps  int
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -42,6 +43,7 @@ func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
 		other:     make([]model.Resources, len(s.Hosts)),
 		hist:      make([][]float64, len(s.Hosts)),
 	}
+	st.steps = countSteps(st)
 	for i := range st.where {
 		st.where[i] = -1
 		if n := len(s.VMs[i].History); n > st.maxLen {

@@ -80,14 +80,15 @@ type GroupConfig struct {
 
 // DefaultHeadroom is the configuration headroom ships with. Its numbers are principles,
 // not fits: act when an overload is more likely than not to start before the next
-// cycle could react, fill hosts to their capacity at the 90 % bound, and empty a host
-// only if it is lightly used and its VMs fit elsewhere at the 90 % bound.
+// cycle could react; fill hosts to their capacity at the 90 % bound; try to empty any
+// host (no utilisation gate: the fit of its VMs elsewhere at the 90 % bound and the
+// energy-versus-migration balance decide), least used first.
 func DefaultHeadroom() HeadroomConfig {
 	return HeadroomConfig{
 		Horizon:    30 * time.Minute,
 		Confidence: 0.9,
 		Overload:   OverloadTrigger{Threshold: 1.0, Probability: 0.5},
-		Underload:  UnderloadTrigger{Enabled: true, Threshold: 0.5, Probability: 0.9},
+		Underload:  UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9},
 		LeadTime:   LeadTime{Margin: time.Minute},
 		Thrash:     AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
 		Placement: PlacementConfig{

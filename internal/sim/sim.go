@@ -11,24 +11,28 @@ import (
 
 	"github.com/headroom/headroom/internal/core"
 	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/rules"
 	"github.com/headroom/headroom/internal/trace"
 )
 
 // Result is one run's figures. SLA figures are fractions.
 type Result struct {
-	Policy      string  `json:"policy"`
-	Workload    string  `json:"workload"`
-	Hosts       int     `json:"hosts"`
-	VMs         int     `json:"vms"`
-	EnergyKWh   float64 `json:"energy_kwh"`
-	Migrations  int     `json:"migrations"`
-	SLATAH      float64 `json:"slatah"`
-	PDM         float64 `json:"pdm"`
-	SLAV        float64 `json:"slav"`
-	ESV         float64 `json:"esv"`
-	SLAOverall  float64 `json:"sla_overall"`
-	Unplaced    int     `json:"no_suitable_host"`
-	WallSeconds float64 `json:"wall_seconds"`
+	Policy     string  `json:"policy"`
+	Workload   string  `json:"workload"`
+	Hosts      int     `json:"hosts"`
+	VMs        int     `json:"vms"`
+	EnergyKWh  float64 `json:"energy_kwh"`
+	Migrations int     `json:"migrations"`
+	SLATAH     float64 `json:"slatah"`
+	PDM        float64 `json:"pdm"`
+	SLAV       float64 `json:"slav"`
+	ESV        float64 `json:"esv"`
+	SLAOverall float64 `json:"sla_overall"`
+	Unplaced   int     `json:"no_suitable_host"`
+	// RuleViolations counts must-rule breaches seen by the invariant check.
+	RuleViolations int      `json:"rule_violations"`
+	RuleExamples   []string `json:"rule_violation_examples,omitempty"`
+	WallSeconds    float64  `json:"wall_seconds"`
 
 	Series Series `json:"-"`
 }
@@ -48,6 +52,9 @@ type Options struct {
 	Config *Config
 	// Progress, if set, is called after each interval with done and total counts.
 	Progress func(done, total int)
+	// Rules are VM-VM and VM-host rules attached to the run; every must rule is
+	// checked at every interval and after every migration that ends.
+	Rules []model.Rule
 }
 
 type migration struct {
@@ -81,6 +88,8 @@ type engine struct {
 	last   float64
 
 	energyWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
+	violations                                                     int
+	examples                                                       []string
 	migrations, unplaced, dropped                                  int
 }
 
@@ -98,6 +107,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		return nil, err
 	}
 	e := &engine{cfg: cfg, w: w, pol: pol, snap: buildSnapshot(&cfg, w)}
+	e.snap.Rules = opt.Rules
 	if s, ok := pol.(*core.Static); ok && s.NonPowerAware {
 		e.npa = true
 	}
@@ -113,6 +123,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		e.snap.VMs[v].Host = h
 		e.snap.Hosts[h].VMs = append(e.snap.Hosts[h].VMs, v)
 	}
+	e.checkRules()
 
 	res := &Result{Policy: pol.Name(), Workload: w.Name, Hosts: len(e.snap.Hosts), VMs: len(e.snap.VMs)}
 	// No update at t=0: as in CloudSim, hosts read utilisation 0 until the first
@@ -142,6 +153,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		if len(plan.Moves) > 0 {
 			e.update(t, false, false)
 		}
+		e.checkRules()
 		res.Series.Time = append(res.Series.Time, t)
 		res.Series.Migrations = append(res.Series.Migrations, float64(len(plan.Moves)))
 		active, over := 0, 0
@@ -162,6 +174,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	}
 	e.advance(cfg.Duration) // migrations still in flight end before the clock stops
 	droppedCount = e.dropped
+	res.RuleViolations, res.RuleExamples = e.violations, e.examples
 	res.EnergyKWh = e.energyWs / 3.6e6
 	res.Migrations = e.migrations
 	res.Unplaced = e.unplaced
@@ -239,6 +252,7 @@ func (e *engine) advance(t float64) {
 			e.finish(e.flight[i])
 			i++
 		}
+		e.checkRules()
 		e.update(at, false, true)
 	}
 	e.flight = append(e.flight[:0], e.flight[i:]...)
@@ -356,6 +370,20 @@ func (e *engine) update(t float64, account, drop bool) {
 	e.last = t
 	if drop && !e.cfg.KeepIdleVMs {
 		e.dropIdle()
+	}
+}
+
+// checkRules is the must-rule invariant, run whenever placement changes.
+func (e *engine) checkRules() {
+	if len(e.snap.Rules) == 0 {
+		return
+	}
+	v := rules.Violations(e.snap)
+	e.violations += len(v)
+	for _, x := range v {
+		if len(e.examples) < 5 {
+			e.examples = append(e.examples, fmt.Sprintf("t=%.0f %s", e.last, x))
+		}
 	}
 }
 

@@ -1,0 +1,162 @@
+// Package rules reads, generates and checks VM-VM and VM-host placement rules.
+package rules
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/headroom/headroom/internal/model"
+)
+
+// File is the YAML form: a list of rules.
+type File struct {
+	Rules []model.Rule `yaml:"rules"`
+}
+
+// Load reads a rules file and checks every rule.
+func Load(path string) ([]model.Rule, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b, path)
+}
+
+// Parse reads rules from YAML; name labels errors.
+func Parse(b []byte, name string) ([]model.Rule, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	for i, r := range f.Rules {
+		if err := validate(r); err != nil {
+			return nil, fmt.Errorf("%s: rules[%d] (%s): %w", name, i, r.Name, err)
+		}
+	}
+	return f.Rules, nil
+}
+
+func validate(r model.Rule) error {
+	switch r.Kind {
+	case model.Affinity, model.AntiAffinity:
+		if len(r.VMs) < 2 {
+			return fmt.Errorf("kind %s needs at least 2 vms, has %d", r.Kind, len(r.VMs))
+		}
+	case model.HostAffinity, model.HostAntiAffinity:
+		if len(r.VMs) == 0 || len(r.Hosts) == 0 {
+			return fmt.Errorf("kind %s needs vms and hosts", r.Kind)
+		}
+	default:
+		return fmt.Errorf("kind %q is not one of affinity, anti-affinity, host-affinity, host-anti-affinity", r.Kind)
+	}
+	return nil
+}
+
+// Generate makes must rules for an experiment: anti-affinity pairs covering antiShare
+// of the VMs, and host-affinity rules for hostShare of the VMs, each to a random half
+// of the hosts. The same seed gives the same rules.
+func Generate(vms, hosts []string, antiShare, hostShare float64, seed uint64) []model.Rule {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	perm := r.Perm(len(vms))
+	var out []model.Rule
+	nAnti := int(antiShare*float64(len(vms))) / 2 * 2
+	for i := 0; i+1 < nAnti; i += 2 {
+		out = append(out, model.Rule{Name: fmt.Sprintf("apart-%d", i/2), Kind: model.AntiAffinity, Must: true,
+			VMs: []string{vms[perm[i]], vms[perm[i+1]]}})
+	}
+	nHost := int(hostShare * float64(len(vms)))
+	for i := 0; i < nHost && nAnti+i < len(perm); i++ {
+		hp := r.Perm(len(hosts))[:len(hosts)/2]
+		slices.Sort(hp)
+		hs := make([]string, len(hp))
+		for j, h := range hp {
+			hs[j] = hosts[h]
+		}
+		out = append(out, model.Rule{Name: fmt.Sprintf("pin-%d", i), Kind: model.HostAffinity, Must: true,
+			VMs: []string{vms[perm[nAnti+i]]}, Hosts: hs})
+	}
+	return out
+}
+
+// Violations lists every must rule the snapshot breaks. A migrating VM counts on its
+// source and on every target, so a move cannot break a rule even half-way.
+func Violations(s *model.Snapshot) []string {
+	if len(s.Rules) == 0 {
+		return nil
+	}
+	vmIx := make(map[string]int, len(s.VMs))
+	for i := range s.VMs {
+		vmIx[s.VMs[i].ID] = i
+	}
+	hostIx := make(map[string]int, len(s.Hosts))
+	for i := range s.Hosts {
+		hostIx[s.Hosts[i].ID] = i
+	}
+	where := func(v int) []int {
+		vm := &s.VMs[v]
+		if vm.Host < 0 {
+			return nil
+		}
+		return append([]int{vm.Host}, vm.MigratingTo...)
+	}
+	var out []string
+	for _, r := range s.Rules {
+		if !r.Must {
+			continue
+		}
+		switch r.Kind {
+		case model.AntiAffinity:
+			seen := map[int]string{}
+			for _, id := range r.VMs {
+				v, ok := vmIx[id]
+				if !ok {
+					continue
+				}
+				for _, h := range where(v) {
+					if other, dup := seen[h]; dup {
+						out = append(out, fmt.Sprintf("%s: %s and %s both on %s", r.Name, other, id, s.Hosts[h].ID))
+					}
+					seen[h] = id
+				}
+			}
+		case model.HostAffinity, model.HostAntiAffinity:
+			allowed := make(map[int]bool, len(r.Hosts))
+			for _, id := range r.Hosts {
+				if h, ok := hostIx[id]; ok {
+					allowed[h] = true
+				}
+			}
+			for _, id := range r.VMs {
+				v, ok := vmIx[id]
+				if !ok {
+					continue
+				}
+				for _, h := range where(v) {
+					if allowed[h] != (r.Kind == model.HostAffinity) {
+						out = append(out, fmt.Sprintf("%s: %s on %s", r.Name, id, s.Hosts[h].ID))
+					}
+				}
+			}
+		case model.Affinity:
+			host := -1
+			for _, id := range r.VMs {
+				v, ok := vmIx[id]
+				if !ok || s.VMs[v].Host < 0 || s.VMs[v].Migrating() {
+					continue
+				}
+				if host >= 0 && s.VMs[v].Host != host {
+					out = append(out, fmt.Sprintf("%s: %s apart from the others", r.Name, id))
+				}
+				host = s.VMs[v].Host
+			}
+		}
+	}
+	return out
+}
