@@ -26,7 +26,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newSimulateCmd(), newFidelityCmd(), newScorecardCmd())
+	root.AddCommand(newSimulateCmd(), newFidelityCmd(), newScorecardCmd(), newPlanCmd())
 	for _, c := range extraCommands {
 		root.AddCommand(c())
 	}

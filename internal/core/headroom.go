@@ -304,8 +304,8 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 				out.Moves = append(out.Moves, p.move(snap, m.v, m.t, model.PriorityConsolidate, model.Reason{
 					Rule:        "underload",
 					Probability: cfg.Underload.Probability,
-					Detail: fmt.Sprintf("host %s stays below %.0f%% at the %.0f%% bound for %.0f s; all %d VMs fit elsewhere; saves %.0f Wh for %.0f Wh of migration",
-						snap.Hosts[h].ID, 100*cfg.Underload.Threshold, 100*cfg.Underload.Probability, horizon, len(vms), gain/3600, cost/3600),
+					Detail: fmt.Sprintf("emptying host %s: all %d of its VMs fit elsewhere at the %.0f%% bound for the next %.0f s; switching it off saves %.0f Wh against %.0f Wh charged for the moves",
+						snap.Hosts[h].ID, len(vms), 100*cfg.Underload.Probability, horizon, gain/3600, cost/3600),
 					Rejected: rejected(m.cands),
 				}))
 				if explain {

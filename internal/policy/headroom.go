@@ -82,7 +82,8 @@ type GroupConfig struct {
 // not fits: act when an overload is more likely than not to start before the next
 // cycle could react; fill hosts to their capacity at the 90 % bound; try to empty any
 // host (no utilisation gate: the fit of its VMs elsewhere at the 90 % bound and the
-// energy-versus-migration balance decide), least used first.
+// energy-versus-migration balance decide), least used first; among hosts with room,
+// prefer the fullest running host (packing), with headroom only as a tie-breaker.
 func DefaultHeadroom() HeadroomConfig {
 	return HeadroomConfig{
 		Horizon:    30 * time.Minute,
@@ -94,7 +95,7 @@ func DefaultHeadroom() HeadroomConfig {
 		Placement: PlacementConfig{
 			Target:  1.0,
 			Filters: []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
-			Scorers: []WeightedStep{{"packing", 2}, {"headroom", 1}, {"affinity", 1}, {"migration-cost", 0.5}},
+			Scorers: []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
 		},
 	}
 }
