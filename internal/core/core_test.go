@@ -24,7 +24,7 @@ func snap(hosts int, vms ...[3]float64) *model.Snapshot {
 	for i, v := range vms {
 		h := int(v[0])
 		s.VMs = append(s.VMs, model.VM{ID: "vm" + string(rune('0'+i)), Host: h, Size: model.Resources{CPU: 2500, Mem: v[2]},
-			VCPU: 1, Demand: model.Resources{CPU: v[1]}})
+			VCPU: 2, Demand: model.Resources{CPU: v[1]}})
 		s.Hosts[h].VMs = append(s.Hosts[h].VMs, i)
 	}
 	for h := range s.Hosts {
