@@ -37,7 +37,10 @@ func (st *State) VMMoment(v, s int) (mu, variance float64) {
 	}
 	mu = max(f.PredictedCPU[s-1], 0)
 	if up := f.Upper[s-1].CPU; up > mu && f.Confidence > 0 && f.Confidence < 1 {
-		sd := (up - mu) / (math.Sqrt2 * math.Erfinv(2*f.Confidence-1))
+		if f.Confidence != st.zConf {
+			st.zConf, st.z = f.Confidence, math.Sqrt2*math.Erfinv(2*f.Confidence-1)
+		}
+		sd := (up - mu) / st.z
 		variance = sd * sd
 	}
 	return mu, variance

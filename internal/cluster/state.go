@@ -29,6 +29,9 @@ type State struct {
 	buf    []float64
 	mom    [][]float64 // cached forecast moments per host; nil entries are stale
 	steps  int
+	in     []int // VMs coming in, per host
+	zConf  float64
+	z      float64
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -42,6 +45,7 @@ func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
 		alloc:     make([]float64, len(s.Hosts)),
 		other:     make([]model.Resources, len(s.Hosts)),
 		hist:      make([][]float64, len(s.Hosts)),
+		in:        make([]int, len(s.Hosts)),
 	}
 	st.steps = countSteps(st)
 	for i := range st.where {
@@ -61,6 +65,10 @@ func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
 	}
 	return st
 }
+
+// Incoming is how many VMs are coming to h: migrating in now or placed there in this
+// what-if.
+func (st *State) Incoming(h int) int { return st.in[h] }
 
 // VMs returns the VMs on host h in this what-if, in placement order. Do not modify.
 func (st *State) VMs(h int) []int { return st.on[h] }
@@ -95,7 +103,7 @@ func (st *State) capped(v, h int) float64 {
 }
 
 func (st *State) recompute(h int) {
-	st.req[h], st.alloc[h], st.other[h] = 0, 0, model.Resources{}
+	st.req[h], st.alloc[h], st.other[h], st.in[h] = 0, 0, model.Resources{}, 0
 	for _, v := range st.on[h] {
 		st.account(v, h, 1)
 	}
@@ -108,6 +116,9 @@ func (st *State) account(v, h int, sign float64) {
 	a := st.capped(v, h)
 	if st.migratingIn(v, h) {
 		a *= MigratingInShare
+	}
+	if st.Snap.VMs[v].Host != h {
+		st.in[h] += int(sign)
 	}
 	st.alloc[h] += sign * a
 	o := st.Need(v)

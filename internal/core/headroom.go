@@ -257,11 +257,15 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 			v, t  int
 			cands []placement.Candidate
 		}
+		// Failed attempts cost a placement search each, so a full cluster is tried
+		// only so far per cycle.
+		tries := 2 * cfg.Thrash.MaxPerCycle
 		for _, c := range cs {
 			h := c.h
-			if received[h] {
+			if received[h] || tries == 0 {
 				continue
 			}
+			tries--
 			var vms []int
 			ok := true
 			for _, v := range st.VMs(h) {

@@ -21,6 +21,10 @@ type Context struct {
 	Target float64
 	rules  map[int][]ruleRef
 	hostIx map[string]int
+	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
+	// ask for it in turn.
+	memoV, memoH int
+	memo         float64
 }
 
 type ruleRef struct {
@@ -32,7 +36,7 @@ type ruleRef struct {
 // NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
-	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}}
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1}
 	s := st.Snap
 	for h := range s.Hosts {
 		c.hostIx[s.Hosts[h].ID] = h
@@ -160,6 +164,7 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 	best, bestScore := -1, math.Inf(-1)
 	var out []Candidate
 	counts := make([]int, len(ch.Filters))
+	c.memoV = -1 // the what-if may have changed since the last selection
 	wsum := 0.0
 	for _, s := range ch.Scorers {
 		wsum += s.Weight
@@ -286,6 +291,14 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 
 // headroom is the smallest share of capacity left at the bound over the horizon.
 func headroom(c *Context, v, h int) float64 {
+	if c.memoV == v && c.memoH == h {
+		return c.memo
+	}
+	c.memoV, c.memoH, c.memo = v, h, headroomOf(c, v, h)
+	return c.memo
+}
+
+func headroomOf(c *Context, v, h int) float64 {
 	st := c.St
 	cp := st.Snap.Hosts[h].Capacity.CPU
 	left := 1.0
@@ -334,13 +347,7 @@ type migrationCostScorer struct{}
 func (migrationCostScorer) Name() string { return "migration-cost" }
 
 func (migrationCostScorer) Score(c *Context, v, h int) float64 {
-	in := 0
-	for _, x := range c.St.VMs(h) {
-		if c.St.Snap.VMs[x].Host != h {
-			in++
-		}
-	}
-	return 1 / float64(1+in)
+	return 1 / float64(1+c.St.Incoming(h))
 }
 
 func onHost(c *Context, x, h int) bool { return slices.Contains(c.St.VMs(h), x) }
