@@ -93,8 +93,6 @@ type engine struct {
 	migrations, unplaced, dropped                                  int
 }
 
-var planHook func(core.Plan)
-var droppedCount int
 
 // Run simulates pol on w.
 func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
@@ -143,9 +141,6 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		e.record()
 		e.snap.Time = t
 		plan := core.Decide(e.snap, fc.forecast(t), pol, nil)
-		if planHook != nil {
-			planHook(plan)
-		}
 		e.unplaced += len(plan.Unplaced)
 		for _, m := range plan.Moves {
 			e.start(m, t)
@@ -173,7 +168,6 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		}
 	}
 	e.advance(cfg.Duration) // migrations still in flight end before the clock stops
-	droppedCount = e.dropped
 	res.RuleViolations, res.RuleExamples = e.violations, e.examples
 	res.EnergyKWh = e.energyWs / 3.6e6
 	res.Migrations = e.migrations
