@@ -70,3 +70,36 @@ func BenchmarkSimulateLR(b *testing.B) {
 		}
 	}
 }
+
+// TestHeadroomBeatsCloudSimOnEmbeddedDay holds the proactive policy to the issue's
+// targets against CloudSim 3.0.3's own figures for the embedded day.
+func TestHeadroomBeatsCloudSimOnEmbeddedDay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full-day simulation")
+	}
+	w, err := trace.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := core.ParsePolicy("headroom")
+	r, err := Run(w, pol, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	best := math.Inf(1)
+	for _, n := range []string{"thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2"} {
+		ref, _ := cloudsimref.Find("20110303", n)
+		best = math.Min(best, ref.ESV)
+	}
+	lr, _ := cloudsimref.Find("20110303", "lr-mmt-1.2")
+	t.Logf("headroom: energy %.2f, migrations %d, ESV %.5f", r.EnergyKWh, r.Migrations, r.ESV)
+	if x := r.ESV / best; x > 0.25 {
+		t.Errorf("ESV %.5f is %.2f x the best CloudSim ESV %.5f (limit 0.25)", r.ESV, x, best)
+	}
+	if x := float64(r.Migrations) / float64(lr.Migrations); x > 0.2 {
+		t.Errorf("migrations %d are %.2f x LR-MMT's %d (limit 0.2)", r.Migrations, x, lr.Migrations)
+	}
+	if x := r.EnergyKWh / lr.EnergyKWh; x > 1.1 {
+		t.Errorf("energy %.2f is %.2f x LR-MMT's %.2f (limit 1.1)", r.EnergyKWh, x, lr.EnergyKWh)
+	}
+}
