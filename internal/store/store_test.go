@@ -1,0 +1,89 @@
+package store
+
+import (
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/headroom/headroom/internal/model"
+)
+
+func TestAppendListAndReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(Event{Kind: Decision, VM: "a", Target: "h2", Reason: &model.Reason{Rule: "overload", Probability: 0.7}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Append(Event{Kind: MigrationStart, VM: "a", Source: "h1", Target: "h2", Options: &model.StateTransferOptions{MaxDowntimeMs: 300}})
+	l.Append(Event{Kind: Failure, Host: "h3", Error: "unreachable"})
+	l.Append(Event{Kind: MigrationStart, VM: "b", Source: "h1", Target: "h3"})
+	l.Append(Event{Kind: MigrationEnd, VM: "a", State: "completed", Seconds: 1.5})
+	l.Close()
+
+	l, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	all, _ := l.List(Filter{})
+	if len(all) != 5 || all[0].Seq != 1 || all[4].Seq != 5 {
+		t.Fatalf("after reopen %d events, seqs %d..%d; want 5, 1..5", len(all), all[0].Seq, all[len(all)-1].Seq)
+	}
+	a, _ := l.List(Filter{VM: "a"})
+	if len(a) != 3 || a[0].Reason == nil || a[0].Reason.Rule != "overload" || a[1].Options.MaxDowntimeMs != 300 {
+		t.Errorf("events of a: %+v", a)
+	}
+	fl, _ := l.InFlight()
+	if len(fl) != 1 || fl[0].VM != "b" {
+		t.Errorf("in flight %+v, want only b's start", fl)
+	}
+	last, _ := l.List(Filter{Limit: 2})
+	if len(last) != 2 || last[1].Seq != 5 {
+		t.Errorf("limit 2 gave %+v", last)
+	}
+}
+
+func TestConcurrentAppends(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "e.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				if _, err := l.Append(Event{Kind: Decision, VM: "v"}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all, _ := l.List(Filter{VM: "v"})
+	seen := map[uint64]bool{}
+	for _, e := range all {
+		seen[e.Seq] = true
+	}
+	if len(all) != 160 || len(seen) != 160 {
+		t.Errorf("%d events, %d distinct seqs; want 160 and 160", len(all), len(seen))
+	}
+}
+
+func TestOpenTwiceSaysInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.db")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second open: %v, want an in-use error", err)
+	}
+}
