@@ -345,3 +345,35 @@ func rejected(cands []placement.Candidate) []string {
 	}
 	return out
 }
+
+// Evacuate plans moves for every VM on host h (maintenance), under the same filters and
+// scorers as any other move: must rules hold, and a VM with nowhere to go is reported.
+func (p *Headroom) Evacuate(in Input, h int) Explained {
+	snap := in.Snapshot
+	st := cluster.New(snap, in.Forecasts)
+	ctx := placement.NewContext(st, policy.Z(p.Cfg.Confidence), p.Cfg.Placement.Target)
+	excl := make([]bool, len(snap.Hosts))
+	excl[h] = true
+	out := Explained{Candidates: map[string][]placement.Candidate{}}
+	vms := slices.Clone(st.VMs(h))
+	byDemand(snap, vms)
+	for _, v := range vms {
+		if snap.VMs[v].Host != h || snap.VMs[v].Migrating() {
+			continue
+		}
+		t, cands := p.chain.Select(ctx, v, excl, true)
+		out.Candidates[snap.VMs[v].ID] = cands
+		if t < 0 {
+			out.Unplaced = append(out.Unplaced, Unplaced{VM: v, Reason: NoSuitableHost + ": " + placement.RejectionSummary(cands)})
+			continue
+		}
+		st.Remove(v, h)
+		st.Add(v, t)
+		out.Moves = append(out.Moves, p.move(snap, v, t, model.PriorityMaintenance, model.Reason{
+			Rule:     "drain",
+			Detail:   fmt.Sprintf("host %s is being drained for maintenance", snap.Hosts[h].ID),
+			Rejected: rejected(cands),
+		}))
+	}
+	return out
+}

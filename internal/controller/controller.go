@@ -1,0 +1,467 @@
+// Package controller is the live shell around the decision core: every interval it
+// reads the hosts through a hypervisor.Driver, feeds the prediction engine, calls the
+// same core.Decide as the simulator, and carries out the plan within concurrency
+// limits, writing every decision, migration and failure to the event log.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/forecast"
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/store"
+)
+
+// Controller runs the loop. Its methods are safe for concurrent use.
+type Controller struct {
+	cfg   Config
+	drv   hypervisor.Driver
+	pol   core.Policy
+	log   *store.Log
+	eng   *forecast.Engine
+	start time.Time
+	now   func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]hypervisor.Migration // by VM
+	pending  map[string]model.MigrationRequest
+	approved map[string]bool
+	lastMove map[string]time.Time
+	wg       sync.WaitGroup
+}
+
+// New builds a controller. The policy comes from cfg.Policy.
+func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pol, err := core.ParsePolicy(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	steps := 6
+	if fp, ok := pol.(core.Forecasting); ok {
+		steps = fp.HorizonSteps(cfg.Interval.Seconds())
+	}
+	eng, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: steps})
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, start: time.Now(), now: time.Now,
+		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
+		approved: map[string]bool{}, lastMove: map[string]time.Time{}}, nil
+}
+
+func (c *Controller) record(e store.Event) {
+	if e.Mode == "" {
+		e.Mode = string(c.cfg.Mode)
+	}
+	if e.Time.IsZero() {
+		e.Time = c.now()
+	}
+	if _, err := c.log.Append(e); err != nil {
+		// The log is how operators learn what happened; losing it is worth a loud line.
+		fmt.Printf("headroom: event log: %v\n", err)
+	}
+}
+
+// hostErrors logs every per-host failure inside err and reports whether any other
+// error remains.
+func (c *Controller) hostErrors(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var rest []error
+	for _, e := range unjoin(err) {
+		var he *hypervisor.HostError
+		if errors.As(e, &he) {
+			c.record(store.Event{Kind: store.Failure, Host: he.Host, Error: he.Error(), Message: op})
+			continue
+		}
+		rest = append(rest, e)
+	}
+	return errors.Join(rest...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// Cycle is what one Step saw and did.
+type Cycle struct {
+	Snapshot *model.Snapshot
+	Plan     core.Plan
+	Started  []string // VMs whose migration started
+}
+
+// Step runs one cycle: observe, decide, act.
+func (c *Controller) Step(ctx context.Context) (Cycle, error) {
+	var cy Cycle
+	hosts, err := c.drv.Hosts(ctx)
+	if err := c.hostErrors("list hosts", err); err != nil {
+		return cy, err
+	}
+	var up []hypervisor.Host
+	for _, h := range hosts {
+		if h.Err != "" {
+			c.record(store.Event{Kind: store.Failure, Host: h.ID, Error: h.Err, Message: "host unreachable; left out of this cycle"})
+			continue
+		}
+		up = append(up, h)
+	}
+	vms, err := c.drv.VMs(ctx)
+	if err := c.hostErrors("list VMs", err); err != nil {
+		return cy, err
+	}
+	stats, err := c.drv.Stats(ctx)
+	if err := c.hostErrors("read stats", err); err != nil {
+		return cy, err
+	}
+	now := c.now()
+	snap := hypervisor.Snapshot(now.Sub(c.start).Seconds(), up, vms, stats)
+	snap.Interval = c.cfg.Interval.Seconds()
+	snap.Rules = c.cfg.Rules
+	cy.Snapshot = &snap
+	c.decorate(&snap, stats)
+
+	var forecasts []model.ResourceForecast
+	if fp, ok := c.pol.(core.Forecasting); ok {
+		forecasts = make([]model.ResourceForecast, len(snap.VMs))
+		steps := fp.HorizonSteps(snap.Interval)
+		for i := range snap.VMs {
+			vm := c.eng.VM(snap.VMs[i].ID)
+			if len(snap.VMs[i].History) > 0 { // a sample with a rate behind it
+				vm.ObserveAll(snap.VMs[i].Demand)
+			}
+			forecasts[i] = vm.Forecast(steps, fp.Confidence())
+		}
+	}
+	plan := core.Decide(&snap, forecasts, c.pol, c.inflightRequests())
+	cy.Plan = plan
+	cy.Started = c.act(ctx, &snap, plan)
+	return cy, nil
+}
+
+// decorate adds what the driver does not know: power curves, labels, when each VM
+// last moved, and the moves in flight.
+func (c *Controller) decorate(snap *model.Snapshot, _ hypervisor.Stats) {
+	cfgByID := map[string]HostConfig{}
+	for _, h := range c.cfg.Hosts {
+		cfgByID[h.ID] = h
+	}
+	hostIx := map[string]int{}
+	for i := range snap.Hosts {
+		h := &snap.Hosts[i]
+		hostIx[h.ID] = i
+		hc := cfgByID[h.ID]
+		h.Labels = hc.Labels
+		for k := range h.Power {
+			h.Power[k] = hc.IdleWatts + (hc.MaxWatts-hc.IdleWatts)*float64(k)/10
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range snap.VMs {
+		vm := &snap.VMs[i]
+		if t, ok := c.lastMove[vm.ID]; ok {
+			vm.LastMigration = t.Sub(c.start).Seconds()
+		}
+		if m, ok := c.inflight[vm.ID]; ok {
+			if h, ok := hostIx[m.Target()]; ok {
+				vm.MigratingTo = []int{h}
+				snap.Hosts[h].VMs = append(snap.Hosts[h].VMs, i)
+			}
+		}
+	}
+}
+
+func (c *Controller) inflightRequests() []model.MigrationRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []model.MigrationRequest
+	for vm, m := range c.inflight {
+		out = append(out, model.MigrationRequest{VMInstanceID: vm, TargetHostID: m.Target(), StateTransferOptions: m.Options()})
+	}
+	return out
+}
+
+// act logs the plan and, by mode, starts, parks or skips each move.
+func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Plan) []string {
+	for _, u := range plan.Unplaced {
+		vm := snap.VMs[u.VM]
+		c.record(store.Event{Kind: store.NoSuitableHost, VM: vm.ID, Source: snap.Hosts[vm.Host].ID, Message: u.Reason})
+	}
+	moves := append([]model.MigrationRequest(nil), plan.Moves...)
+	sort.SliceStable(moves, func(i, j int) bool { return moves[i].Priority > moves[j].Priority })
+	var queue []model.MigrationRequest
+	for i := range moves {
+		m := &moves[i]
+		m.StateTransferOptions = c.options(snap, *m)
+		src := snap.Hosts[snap.VMs[m.VM].Host].ID
+		r := m.Reason
+		c.record(store.Event{Kind: store.Decision, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions})
+		switch c.cfg.Mode {
+		case DryRun:
+			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "dry-run: would migrate"})
+		case Approve:
+			c.mu.Lock()
+			ok := c.approved[m.VMInstanceID]
+			if ok {
+				delete(c.approved, m.VMInstanceID)
+				delete(c.pending, m.VMInstanceID)
+			} else {
+				c.pending[m.VMInstanceID] = *m
+			}
+			c.mu.Unlock()
+			if ok {
+				queue = append(queue, *m)
+			} else {
+				c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "awaiting approval"})
+			}
+		case Auto:
+			queue = append(queue, *m)
+		}
+	}
+	return c.dispatch(ctx, snap, queue)
+}
+
+// options are the state-transfer options of a move: the policy's downtime limit and
+// pre-copy, and the target's migrate URI if configured.
+func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) model.StateTransferOptions {
+	o := m.StateTransferOptions
+	if o.Mode == "" {
+		o.Mode = model.PreCopy
+	}
+	if o.MaxDowntimeMs == 0 {
+		o.MaxDowntimeMs = float64(c.cfg.MaxDowntime.Milliseconds())
+	}
+	for _, h := range c.cfg.Hosts {
+		if h.ID == m.TargetHostID && o.MigrateURI == "" {
+			o.MigrateURI = h.MigrateURI
+		}
+	}
+	return o
+}
+
+// dispatch starts moves in priority order within the limits; a VM already moving
+// is never started again.
+func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue []model.MigrationRequest) []string {
+	var started []string
+	for _, m := range queue {
+		src := snap.Hosts[snap.VMs[m.VM].Host].ID
+		c.mu.Lock()
+		_, busy := c.inflight[m.VMInstanceID]
+		perHost := map[string]int{}
+		for _, f := range c.inflight {
+			perHost[f.Source()]++
+			perHost[f.Target()]++
+		}
+		full := len(c.inflight) >= c.cfg.MaxConcurrent || perHost[src] >= c.cfg.MaxPerHost || perHost[m.TargetHostID] >= c.cfg.MaxPerHost
+		c.mu.Unlock()
+		switch {
+		case busy:
+			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "already migrating"})
+			continue
+		case full:
+			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "concurrency limit reached; decided again next cycle"})
+			continue
+		}
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MigrationTimeout)
+		mig, err := c.drv.Migrate(mctx, m.VMInstanceID, m.TargetHostID, m.StateTransferOptions)
+		if err != nil {
+			cancel()
+			c.record(store.Event{Kind: store.Failure, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Error: err.Error(), Message: "migration refused"})
+			continue
+		}
+		opts := m.StateTransferOptions
+		c.record(store.Event{Kind: store.MigrationStart, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Options: &opts})
+		c.mu.Lock()
+		c.inflight[m.VMInstanceID] = mig
+		c.mu.Unlock()
+		started = append(started, m.VMInstanceID)
+		c.wg.Add(1)
+		go c.watch(mctx, cancel, mig)
+	}
+	return started
+}
+
+// watch waits for a migration, aborting it past the timeout, and logs the outcome.
+func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig hypervisor.Migration) {
+	defer c.wg.Done()
+	defer cancel()
+	res, err := mig.Wait(ctx)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if aerr := mig.Abort(actx); aerr != nil && !errors.Is(aerr, hypervisor.ErrNoMigration) {
+			c.record(store.Event{Kind: store.Failure, VM: mig.VM(), Error: aerr.Error(), Message: "abort after timeout failed"})
+		}
+		acancel()
+	}
+	secs := res.Elapsed.Seconds() // the hypervisor's job clock
+	if secs == 0 {
+		secs = res.Wall.Seconds()
+	}
+	e := store.Event{Kind: store.MigrationEnd, VM: mig.VM(), Source: mig.Source(), Target: mig.Target(),
+		State: string(res.Phase), Seconds: secs, DowntimeMs: float64(res.Downtime) / float64(time.Millisecond),
+		DataMiB: float64(res.DataProcessed) / (1 << 20)}
+	if o := mig.Options(); o.PredictedSeconds > 0 || o.PredictedDowntime > 0 {
+		e.Options = &o
+	}
+	if err != nil {
+		e.Error = err.Error()
+		if e.State == "" || e.State == string(hypervisor.PhaseCompleted) {
+			e.State = string(hypervisor.PhaseFailed)
+		}
+	}
+	c.record(e)
+	c.mu.Lock()
+	delete(c.inflight, mig.VM())
+	if err == nil {
+		c.lastMove[mig.VM()] = c.now()
+	}
+	c.mu.Unlock()
+}
+
+// Wait blocks until every migration this controller started has ended.
+func (c *Controller) Wait() { c.wg.Wait() }
+
+// InFlight lists the VMs migrating now.
+func (c *Controller) InFlight() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for vm := range c.inflight {
+		out = append(out, vm)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Pending lists the moves awaiting approval.
+func (c *Controller) Pending() []model.MigrationRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []model.MigrationRequest
+	for _, m := range c.pending {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VMInstanceID < out[j].VMInstanceID })
+	return out
+}
+
+// ApproveVM approves the pending move of vm; the next cycle starts it if the plan
+// still wants it.
+func (c *Controller) ApproveVM(vm string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.pending[vm]
+	if !ok {
+		return fmt.Errorf("no move of %s is awaiting approval", vm)
+	}
+	c.approved[vm] = true
+	c.record(store.Event{Kind: store.Approved, VM: vm, Target: m.TargetHostID})
+	return nil
+}
+
+// Reconcile settles the migrations the event log says were in flight when a previous
+// controller stopped, by asking the hosts where each VM runs now.
+func (c *Controller) Reconcile(ctx context.Context) error {
+	open, err := c.log.InFlight()
+	if err != nil {
+		return err
+	}
+	for _, e := range open {
+		loc, err := c.drv.Locate(ctx, e.VM)
+		ev := store.Event{Kind: store.Reconciled, VM: e.VM, Source: e.Source, Target: e.Target}
+		switch {
+		case err != nil:
+			ev.State, ev.Error = "unknown", err.Error()
+		case loc.Host == e.Target:
+			ev.State, ev.Message = string(hypervisor.PhaseCompleted), "found running on the target after a restart"
+		case loc.Host == e.Source:
+			ev.State, ev.Message = string(hypervisor.PhaseFailed), "still on the source after a restart"
+		case loc.Host == "":
+			ev.State, ev.Message = "vanished", "runs on no host"
+		default:
+			ev.State, ev.Message = "elsewhere", "runs on "+loc.Host
+		}
+		c.record(ev)
+	}
+	return nil
+}
+
+// Run reconciles, then runs a cycle every interval until ctx ends.
+func (c *Controller) Run(ctx context.Context, onCycle func(Cycle, error)) error {
+	if err := c.Reconcile(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		cy, err := c.Step(ctx)
+		if onCycle != nil {
+			onCycle(cy, err)
+		}
+		select {
+		case <-ctx.Done():
+			c.Wait()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Drain plans the evacuation of host and carries it out by mode. The moves obey the
+// same rules as any other; VMs with nowhere to go are logged and stay.
+func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) {
+	h, ok := c.pol.(*core.Headroom)
+	if !ok {
+		return core.Plan{}, fmt.Errorf("drain needs the headroom policy, not %s", c.pol.Name())
+	}
+	hosts, err := c.drv.Hosts(ctx)
+	if err := c.hostErrors("list hosts", err); err != nil {
+		return core.Plan{}, err
+	}
+	var up []hypervisor.Host
+	for _, x := range hosts {
+		if x.Err == "" {
+			up = append(up, x)
+		}
+	}
+	vms, err := c.drv.VMs(ctx)
+	if err := c.hostErrors("list VMs", err); err != nil {
+		return core.Plan{}, err
+	}
+	stats, err := c.drv.Stats(ctx)
+	if err := c.hostErrors("read stats", err); err != nil {
+		return core.Plan{}, err
+	}
+	snap := hypervisor.Snapshot(c.now().Sub(c.start).Seconds(), up, vms, stats)
+	snap.Interval = c.cfg.Interval.Seconds()
+	snap.Rules = c.cfg.Rules
+	c.decorate(&snap, stats)
+	hi := -1
+	for i := range snap.Hosts {
+		if snap.Hosts[i].ID == host {
+			hi = i
+		}
+	}
+	if hi < 0 {
+		return core.Plan{}, fmt.Errorf("drain: host %q is not configured or not reachable", host)
+	}
+	c.record(store.Event{Kind: store.Drain, Host: host, Message: fmt.Sprintf("draining %d VMs", len(snap.Hosts[hi].VMs))})
+	ex := h.Evacuate(core.Input{Snapshot: &snap, InFlight: c.inflightRequests()}, hi)
+	c.act(ctx, &snap, ex.Plan)
+	return ex.Plan, nil
+}

@@ -1,0 +1,282 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/hypervisor/memory"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/store"
+)
+
+// lab builds three 2-core hosts; host a carries three 1-vCPU VMs at the given
+// utilisation (0.9 each overloads it: 2.7 cores of demand on 2).
+func lab(t *testing.T, mode Mode, util float64) (*Controller, *memory.Driver, *store.Log) {
+	t.Helper()
+	var hs []hypervisor.Host
+	var hcs []HostConfig
+	for _, id := range []string{"a", "b", "c"} {
+		hs = append(hs, hypervisor.Host{ID: id, PEs: 2, PEMIPS: 1000, Capacity: model.Resources{Mem: 8192}})
+		hcs = append(hcs, HostConfig{ID: id, URI: "mem://" + id})
+	}
+	d := memory.New(memory.Options{BandwidthMiBps: 100}, hs...)
+	for _, vm := range []string{"v1", "v2", "v3"} {
+		if err := d.AddVM(hypervisor.VM{ID: vm, Host: "a", VCPUs: 1, MemMiB: 256, State: hypervisor.StateRunning}, memory.Usage{CPUUtil: util}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	c, err := New(Config{Interval: 10 * time.Second, Mode: mode, Hosts: hcs}, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d, log
+}
+
+func where(t *testing.T, d *memory.Driver) map[string]string {
+	vms, err := d.VMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, v := range vms {
+		out[v.ID] = v.Host
+	}
+	return out
+}
+
+func kinds(t *testing.T, log *store.Log, vm string) []string {
+	es, err := log.List(store.Filter{VM: vm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	c, d, log := lab(t, DryRun, 0.9)
+	before := where(t, d)
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cy.Plan.Moves) == 0 {
+		t.Fatal("an overloaded host produced no plan")
+	}
+	d.Advance(time.Minute)
+	after := where(t, d)
+	for vm, h := range before {
+		if after[vm] != h {
+			t.Errorf("dry-run moved %s from %s to %s", vm, h, after[vm])
+		}
+	}
+	if len(c.InFlight()) != 0 || len(cy.Started) != 0 {
+		t.Errorf("dry-run started migrations: %v", cy.Started)
+	}
+	skipped, _ := log.List(store.Filter{Kind: store.Skipped})
+	decided, _ := log.List(store.Filter{Kind: store.Decision})
+	if len(decided) == 0 || len(skipped) != len(decided) || !strings.Contains(skipped[0].Message, "dry-run") {
+		t.Errorf("%d decisions, %d dry-run skips: want one skip per decision", len(decided), len(skipped))
+	}
+}
+
+func TestAutoMigratesOffTheOverloadedHostAndLogsIt(t *testing.T) {
+	c, d, log := lab(t, Auto, 0.9)
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cy.Started) != 1 {
+		t.Fatalf("started %v; the per-host limit allows one move off host a", cy.Started)
+	}
+	vm := cy.Started[0]
+	d.Advance(10 * time.Second)
+	c.Wait()
+	if h := where(t, d)[vm]; h == "a" {
+		t.Errorf("%s still on a", vm)
+	}
+	got := kinds(t, log, vm)
+	want := []string{store.Decision, store.MigrationStart, store.MigrationEnd}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("events of %s: %v, want %v", vm, got, want)
+	}
+	ends, _ := log.List(store.Filter{VM: vm, Kind: store.MigrationEnd})
+	e := ends[0]
+	// 256 MiB at 100 MiB/s with a 300 ms stop-and-copy: about 2.3 s of copying.
+	if e.State != string(hypervisor.PhaseCompleted) || e.Seconds < 2 || e.Seconds > 3 || e.DataMiB < 200 || e.DowntimeMs > 300 {
+		t.Errorf("end event %+v: want completed in 2-3 s with >= 200 MiB sent and <= 300 ms downtime", e)
+	}
+	dec, _ := log.List(store.Filter{VM: vm, Kind: store.Decision})
+	if dec[0].Reason == nil || dec[0].Reason.Rule != "overload" || dec[0].Options == nil || dec[0].Options.MaxDowntimeMs != 300 {
+		t.Errorf("decision %+v: want the overload reason and the options", dec[0])
+	}
+}
+
+func TestConcurrencyLimitsAndNoDoubleMigration(t *testing.T) {
+	c, d, _ := lab(t, Auto, 0.9)
+	c.cfg.MaxPerHost = 3
+	c.cfg.MaxConcurrent = 1
+	cy, _ := c.Step(context.Background())
+	if len(cy.Started) != 1 {
+		t.Fatalf("started %v with max_concurrent 1", cy.Started)
+	}
+	// A second cycle while it is in flight starts nothing more and never the same VM.
+	cy2, _ := c.Step(context.Background())
+	if len(cy2.Started) != 0 {
+		t.Errorf("second cycle started %v while one was in flight at the cluster limit", cy2.Started)
+	}
+	d.Advance(10 * time.Second)
+	c.Wait()
+}
+
+func TestUnreachableHostIsLoggedAndOthersServed(t *testing.T) {
+	c, d, log := lab(t, Auto, 0.9)
+	d.SetUnreachable("c", true)
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails, _ := log.List(store.Filter{Kind: store.Failure})
+	found := false
+	for _, f := range fails {
+		if f.Host == "c" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no failure event names host c: %+v", fails)
+	}
+	if len(cy.Started) != 1 {
+		t.Fatalf("started %v: host b should still take the move", cy.Started)
+	}
+	d.Advance(10 * time.Second)
+	c.Wait()
+	if h := where(t, d)[cy.Started[0]]; h != "b" {
+		t.Errorf("moved to %s, want b (c is down)", h)
+	}
+}
+
+func TestRefusedAndFailedMigrationsAreLogged(t *testing.T) {
+	c, d, log := lab(t, Auto, 0.9)
+	for _, vm := range []string{"v1", "v2", "v3"} {
+		d.FailNext(vm, errors.New("internal error: unable to execute QEMU command 'migrate'"))
+	}
+	cy, _ := c.Step(context.Background())
+	d.Advance(10 * time.Second)
+	c.Wait()
+	if len(cy.Started) == 0 {
+		t.Fatal("nothing started")
+	}
+	ends, _ := log.List(store.Filter{Kind: store.MigrationEnd})
+	if len(ends) == 0 || ends[0].State != string(hypervisor.PhaseFailed) || !strings.Contains(ends[0].Error, "QEMU") {
+		t.Errorf("end events %+v: want a failed migration with libvirt's reason", ends)
+	}
+	// A VM that vanished: the driver refuses, the controller logs it and goes on.
+	c2, d2, log2 := lab(t, Auto, 0.9)
+	_ = d2
+	c2.drv = vanishing{c2.drv}
+	c2.Step(context.Background())
+	fails, _ := log2.List(store.Filter{Kind: store.Failure})
+	if len(fails) == 0 || !strings.Contains(fails[0].Error, "vm not found") || fails[0].Message != "migration refused" {
+		t.Errorf("failures %+v: want the vanished VM's refusal logged", fails)
+	}
+}
+
+// vanishing reports VMs but refuses to migrate them, as if they were just destroyed.
+type vanishing struct{ hypervisor.Driver }
+
+func (v vanishing) Migrate(ctx context.Context, vm, target string, o model.StateTransferOptions) (hypervisor.Migration, error) {
+	return nil, hypervisor.ErrVMNotFound
+}
+
+func TestApproveModeWaitsForApproval(t *testing.T) {
+	c, d, log := lab(t, Approve, 0.9)
+	cy, _ := c.Step(context.Background())
+	if len(cy.Started) != 0 || len(c.Pending()) == 0 {
+		t.Fatalf("approve mode started %v, pending %v", cy.Started, c.Pending())
+	}
+	vm := c.Pending()[0].VMInstanceID
+	if err := c.ApproveVM("nope"); err == nil {
+		t.Error("approving a move that is not pending must fail")
+	}
+	if err := c.ApproveVM(vm); err != nil {
+		t.Fatal(err)
+	}
+	cy, _ = c.Step(context.Background())
+	if len(cy.Started) != 1 || cy.Started[0] != vm {
+		t.Errorf("after approval started %v, want [%s]", cy.Started, vm)
+	}
+	d.Advance(10 * time.Second)
+	c.Wait()
+	if got := kinds(t, log, vm); !strings.Contains(strings.Join(got, ","), store.Approved) {
+		t.Errorf("events %v lack the approval", got)
+	}
+}
+
+func TestReconcileAfterRestart(t *testing.T) {
+	c, d, log := lab(t, Auto, 0.2)
+	// A previous controller started v1 a->b and died; v1 did reach b.
+	log.Append(store.Event{Kind: store.MigrationStart, VM: "v1", Source: "a", Target: "b"})
+	log.Append(store.Event{Kind: store.MigrationStart, VM: "v2", Source: "a", Target: "c"})
+	m, err := d.Migrate(context.Background(), "v1", "b", model.StateTransferOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Advance(10 * time.Second)
+	m.Wait(context.Background())
+	if err := c.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := log.List(store.Filter{Kind: store.Reconciled})
+	states := map[string]string{}
+	for _, e := range rec {
+		states[e.VM] = e.State
+	}
+	if states["v1"] != "completed" || states["v2"] != "failed" {
+		t.Errorf("reconciled %v: want v1 completed (on b), v2 failed (still on a)", states)
+	}
+	if open, _ := log.InFlight(); len(open) != 0 {
+		t.Errorf("still in flight after reconciling: %+v", open)
+	}
+}
+
+func TestDrainEmptiesAHostAndKeepsAntiAffinity(t *testing.T) {
+	c, d, _ := lab(t, Auto, 0.2)
+	c.cfg.MaxPerHost, c.cfg.MaxConcurrent = 3, 3
+	// v1 and v2 must not share a host: with a drained, one goes to b and one to c.
+	c.cfg.Rules = []model.Rule{{Name: "apart", Kind: model.AntiAffinity, Must: true, VMs: []string{"v1", "v2"}}}
+	plan, err := c.Drain(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Moves) != 3 {
+		t.Fatalf("drain planned %d moves, want 3", len(plan.Moves))
+	}
+	d.Advance(30 * time.Second)
+	c.Wait()
+	w := where(t, d)
+	for vm, h := range w {
+		if h == "a" {
+			t.Errorf("%s still on the drained host", vm)
+		}
+	}
+	if w["v1"] == w["v2"] {
+		t.Errorf("v1 and v2 both on %s despite their anti-affinity rule", w["v1"])
+	}
+	if _, err := c.Drain(context.Background(), "zz"); err == nil {
+		t.Error("draining an unknown host must fail")
+	}
+}
