@@ -465,3 +465,6 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 	c.act(ctx, &snap, ex.Plan)
 	return ex.Plan, nil
 }
+
+// Mode is the controller's mode.
+func (c *Controller) Mode() Mode { return c.cfg.Mode }

@@ -93,7 +93,6 @@ type engine struct {
 	migrations, unplaced, dropped                                  int
 }
 
-
 // Run simulates pol on w.
 func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	start := time.Now()

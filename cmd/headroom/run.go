@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/headroom/headroom/internal/controller"
+	"github.com/headroom/headroom/internal/hypervisor/libvirt"
+	"github.com/headroom/headroom/internal/server"
+	"github.com/headroom/headroom/internal/store"
+)
+
+// openController loads the config and connects the libvirt driver and event log.
+func openController(path, mode string) (*controller.Controller, *store.Log, controller.Config, func(), error) {
+	cfg, err := controller.Load(path)
+	if err != nil {
+		return nil, nil, cfg, nil, fmt.Errorf("--config: %w", err)
+	}
+	if mode != "" {
+		cfg.Mode = controller.Mode(mode)
+		if err := cfg.Validate(); err != nil {
+			return nil, nil, cfg, nil, fmt.Errorf("--mode: %w", err)
+		}
+	}
+	var hosts []libvirt.HostConfig
+	for _, h := range cfg.Hosts {
+		hosts = append(hosts, libvirt.HostConfig{ID: h.ID, URI: h.URI, MigrateURI: h.MigrateURI})
+	}
+	drv, err := libvirt.New(libvirt.Config{Hosts: hosts})
+	if err != nil {
+		return nil, nil, cfg, nil, err
+	}
+	log, err := store.Open(cfg.EventLog)
+	if err != nil {
+		drv.Close()
+		return nil, nil, cfg, nil, err
+	}
+	c, err := controller.New(cfg, drv, log)
+	if err != nil {
+		log.Close()
+		drv.Close()
+		return nil, nil, cfg, nil, err
+	}
+	return c, log, cfg, func() { log.Close(); drv.Close() }, nil
+}
+
+func newRunCmd() *cobra.Command {
+	var cfgPath, mode string
+	cmd := &cobra.Command{
+		Use:   "run --config <file.yaml>",
+		Short: "Run the live controller against libvirt hosts",
+		Long: `run collects stats from every host each interval, feeds the prediction engine, runs
+the same Decide as the simulator and carries out the plan through libvirt, within the
+concurrency limits. Modes: dry-run (default: log only), approve (wait for
+POST /api/approve/<vm> or 'headroom approve'), auto. Every decision, migration and
+failure goes to the event log ('headroom events').`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, cfg, closeAll, err := openController(cfgPath, mode)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+			}
+			srv := &http.Server{Handler: server.Handler(c, log), ReadHeaderTimeout: 5 * time.Second}
+			go srv.Serve(ln)
+			defer srv.Close()
+			fmt.Fprintf(os.Stderr, "headroom: %s mode, %d hosts, every %v; API on http://%s\n", cfg.Mode, len(cfg.Hosts), cfg.Interval, ln.Addr())
+			return c.Run(ctx, func(cy controller.Cycle, err error) {
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "headroom: cycle:", err)
+					return
+				}
+				fmt.Fprintf(os.Stderr, "%s  vms=%d moves=%d started=%d no-host=%d\n", time.Now().Format(time.TimeOnly),
+					len(cy.Snapshot.VMs), len(cy.Plan.Moves), len(cy.Started), len(cy.Plan.Unplaced))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "controller configuration (YAML)")
+	cmd.Flags().StringVar(&mode, "mode", "", "override the config's mode: dry-run, approve or auto")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newDrainCmd() *cobra.Command {
+	var cfgPath, mode string
+	cmd := &cobra.Command{
+		Use:   "drain <host> --config <file.yaml>",
+		Short: "Evacuate a host for maintenance under the same rules",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, _, closeAll, err := openController(cfgPath, mode)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			ctx := cmd.Context()
+			for round := 1; ; round++ {
+				plan, err := c.Drain(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				for _, m := range plan.Moves {
+					fmt.Fprintf(cmd.OutOrStdout(), "round %d: %s -> %s\n", round, m.VMInstanceID, m.TargetHostID)
+				}
+				for _, u := range plan.Unplaced {
+					fmt.Fprintf(cmd.OutOrStdout(), "round %d: a VM stays: %s\n", round, u.Reason)
+				}
+				c.Wait()
+				// Only auto mode moves anything, so only it needs another round.
+				if len(plan.Moves) == 0 || c.Mode() != controller.Auto {
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "controller configuration (YAML)")
+	cmd.Flags().StringVar(&mode, "mode", "", "override the config's mode")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newEventsCmd() *cobra.Command {
+	var path, vm, kind string
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Read the controller's event log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("--log: %w", err)
+			}
+			log, err := store.Open(path)
+			if err != nil {
+				return err
+			}
+			defer log.Close()
+			es, err := log.List(store.Filter{VM: vm, Kind: kind, Limit: limit})
+			if err != nil {
+				return err
+			}
+			return printEvents(cmd.OutOrStdout(), es, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&path, "log", "headroom-events.db", "event log file")
+	cmd.Flags().StringVar(&vm, "vm", "", "only this VM's events")
+	cmd.Flags().StringVar(&kind, "kind", "", "only events of this kind")
+	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printEvents(w io.Writer, es []store.Event, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(es)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "seq\ttime\tkind\tvm\tfrom\tto\tdetail")
+	for _, e := range es {
+		detail := e.Message
+		if e.Reason != nil {
+			detail = e.Reason.Rule + ": " + e.Reason.Detail
+		}
+		if e.Kind == store.MigrationEnd {
+			detail = fmt.Sprintf("%s in %.2f s, downtime %.0f ms, %.0f MiB", e.State, e.Seconds, e.DowntimeMs, e.DataMiB)
+		}
+		if e.Error != "" {
+			detail += " error: " + e.Error
+		}
+		who := e.VM
+		if who == "" {
+			who = e.Host
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.DateTime), e.Kind, who, e.Source, e.Target, detail)
+	}
+	return tw.Flush()
+}
+
+func newApproveCmd() *cobra.Command {
+	var api string
+	cmd := &cobra.Command{
+		Use:   "approve <vm>",
+		Short: "Approve a move the controller (approve mode) is waiting on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := http.Post(api+"/api/approve/"+args[0], "application/json", nil)
+			if err != nil {
+				return fmt.Errorf("--api: %w", err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return errors.New(string(b))
+			}
+			cmd.OutOrStdout().Write(b)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", "http://127.0.0.1:9470", "the controller's API")
+	return cmd
+}
