@@ -219,6 +219,7 @@ func TestHeadroomConfigErrorsNameTheField(t *testing.T) {
 		"placement:\n  filters: [nope]\n":    "",
 		"horizon: soon\n":                    "line 1: cannot unmarshal",
 		"bogus: 1\n":                         "field bogus not found",
+		"overload:\n  threshold: .nan\n":     "overload.threshold",
 		"placement:\n  target: 0\n":          "placement.target",
 		"underload:\n  threshold: 1.5\n":     "underload.threshold",
 		"anti_thrash:\n  max_per_cycle: 0\n": "anti_thrash.max_per_cycle",

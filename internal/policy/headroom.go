@@ -128,15 +128,15 @@ func (c *HeadroomConfig) Validate() error {
 	switch {
 	case c.Horizon <= 0:
 		return fmt.Errorf("horizon: %v must be positive", c.Horizon)
-	case c.Confidence <= 0 || c.Confidence >= 1:
+	case !(c.Confidence > 0 && c.Confidence < 1):
 		return fmt.Errorf("confidence: %g must be in (0, 1)", c.Confidence)
-	case c.Overload.Threshold <= 0 || c.Overload.Threshold > 2:
+	case !(c.Overload.Threshold > 0 && c.Overload.Threshold <= 2):
 		return fmt.Errorf("overload.threshold: %g must be in (0, 2]", c.Overload.Threshold)
-	case c.Overload.Probability <= 0 || c.Overload.Probability >= 1:
+	case !(c.Overload.Probability > 0 && c.Overload.Probability < 1):
 		return fmt.Errorf("overload.probability: %g must be in (0, 1)", c.Overload.Probability)
-	case c.Underload.Threshold < 0 || c.Underload.Threshold > 1:
+	case !(c.Underload.Threshold >= 0 && c.Underload.Threshold <= 1):
 		return fmt.Errorf("underload.threshold: %g must be in [0, 1]", c.Underload.Threshold)
-	case c.Underload.Probability <= 0 || c.Underload.Probability >= 1:
+	case !(c.Underload.Probability > 0 && c.Underload.Probability < 1):
 		return fmt.Errorf("underload.probability: %g must be in (0, 1)", c.Underload.Probability)
 	case c.LeadTime.Margin < 0:
 		return fmt.Errorf("lead_time.margin: %v must not be negative", c.LeadTime.Margin)
@@ -144,13 +144,13 @@ func (c *HeadroomConfig) Validate() error {
 		return fmt.Errorf("anti_thrash.cooldown: %v must not be negative", c.Thrash.Cooldown)
 	case c.Thrash.MaxPerCycle <= 0:
 		return fmt.Errorf("anti_thrash.max_per_cycle: %d must be positive", c.Thrash.MaxPerCycle)
-	case c.Thrash.CostWatts < 0:
+	case !(c.Thrash.CostWatts >= 0) || math.IsInf(c.Thrash.CostWatts, 0):
 		return fmt.Errorf("anti_thrash.cost_watts: %g must not be negative", c.Thrash.CostWatts)
-	case c.Placement.Target <= 0 || c.Placement.Target > 1.5:
+	case !(c.Placement.Target > 0 && c.Placement.Target <= 1.5):
 		return fmt.Errorf("placement.target: %g must be in (0, 1.5]", c.Placement.Target)
 	}
 	for g, gc := range c.Groups {
-		if o := gc.Overload; o != nil && (o.Probability <= 0 || o.Probability >= 1 || o.Threshold <= 0) {
+		if o := gc.Overload; o != nil && !(o.Probability > 0 && o.Probability < 1 && o.Threshold > 0 && o.Threshold <= 2) {
 			return fmt.Errorf("groups.%s.overload: threshold %g, probability %g out of range", g, o.Threshold, o.Probability)
 		}
 	}

@@ -32,3 +32,19 @@ func TestNormalHelpers(t *testing.T) {
 		t.Error("zero spread must give a certain answer")
 	}
 }
+
+func FuzzParseHeadroom(f *testing.F) {
+	if b, err := os.ReadFile("../../examples/headroom.yaml"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("overload: {threshold: 0.8, probability: 0.9}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseHeadroom(b, "f")
+		if err != nil {
+			return
+		}
+		if c.Validate() != nil || c.Confidence <= 0 || c.Confidence >= 1 || math.IsNaN(c.Overload.Threshold) {
+			t.Fatalf("accepted an invalid config %+v", c)
+		}
+	})
+}

@@ -1,0 +1,82 @@
+package rules
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/headroom/headroom/internal/model"
+)
+
+func TestParseAndValidate(t *testing.T) {
+	rs, err := Parse([]byte("rules:\n- {name: a, kind: anti-affinity, must: true, vms: [x, y]}\n- {name: b, kind: host-affinity, must: true, vms: [x], hosts: [h1]}\n"), "r.yaml")
+	if err != nil || len(rs) != 2 || rs[1].Hosts[0] != "h1" {
+		t.Fatalf("Parse = %+v, %v", rs, err)
+	}
+	for in, want := range map[string]string{
+		"rules:\n- {name: a, kind: anti-affinity, vms: [x]}\n": "rules[0] (a): kind anti-affinity needs at least 2 vms",
+		"rules:\n- {name: a, kind: near, vms: [x, y]}\n":       `kind "near" is not one of`,
+		"rules:\n- {name: a, kind: host-affinity, vms: [x]}\n": "needs vms and hosts",
+		"rulez: []\n": "field rulez not found",
+	} {
+		if _, err := Parse([]byte(in), "r.yaml"); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "r.yaml") {
+			t.Errorf("Parse(%q) = %v, want an error naming r.yaml and %q", in, err, want)
+		}
+	}
+}
+
+func TestGenerateIsSeededAndSized(t *testing.T) {
+	vms := make([]string, 100)
+	for i := range vms {
+		vms[i] = string(rune('A'+i/26)) + string(rune('a'+i%26))
+	}
+	hosts := []string{"h0", "h1", "h2", "h3"}
+	a := Generate(vms, hosts, 0.1, 0.05, 7)
+	b := Generate(vms, hosts, 0.1, 0.05, 7)
+	if len(a) != 10 || strings.Join(a[0].VMs, ",") != strings.Join(b[0].VMs, ",") {
+		t.Fatalf("got %d rules (want 5 pairs + 5 pins), same seed same rules: %v vs %v", len(a), a[0].VMs, b[0].VMs)
+	}
+	seen := map[string]bool{}
+	for _, r := range a {
+		for _, v := range r.VMs {
+			if seen[v] {
+				t.Errorf("VM %s is in two rules", v)
+			}
+			seen[v] = true
+		}
+		if r.Kind == model.HostAffinity && len(r.Hosts) != 2 {
+			t.Errorf("pin %s to %d hosts, want half of 4", r.Name, len(r.Hosts))
+		}
+	}
+}
+
+func TestViolations(t *testing.T) {
+	s := &model.Snapshot{
+		Hosts: []model.Host{{ID: "h0"}, {ID: "h1"}},
+		VMs:   []model.VM{{ID: "x", Host: 0}, {ID: "y", Host: 1, MigratingTo: []int{0}}},
+		Rules: []model.Rule{
+			{Name: "apart", Kind: model.AntiAffinity, Must: true, VMs: []string{"x", "y"}},
+			{Name: "pin", Kind: model.HostAffinity, Must: true, VMs: []string{"x"}, Hosts: []string{"h1"}},
+			{Name: "soft", Kind: model.AntiAffinity, Must: false, VMs: []string{"x", "y"}},
+		},
+	}
+	v := Violations(s)
+	if len(v) != 2 || !strings.HasPrefix(v[0], "apart:") || !strings.HasPrefix(v[1], "pin:") {
+		t.Errorf("violations %v: want the migrating y meeting x on h0, and x off its pinned host; should rules never count", v)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("rules:\n- {name: a, kind: anti-affinity, must: true, vms: [x, y]}\n"))
+	f.Add([]byte("rules: [{kind: host-anti-affinity, vms: [a], hosts: [b]}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rs, err := Parse(b, "f")
+		if err != nil {
+			return
+		}
+		for _, r := range rs {
+			if validate(r) != nil {
+				t.Fatalf("accepted an invalid rule %+v", r)
+			}
+		}
+	})
+}
