@@ -26,7 +26,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newSimulateCmd(), newFidelityCmd(), newScorecardCmd(), newPlanCmd())
+	root.AddCommand(newSimulateCmd(), newFidelityCmd(), newScorecardCmd(), newPlanCmd(), newRunCmd(), newDrainCmd(), newEventsCmd(), newApproveCmd())
 	for _, c := range extraCommands {
 		root.AddCommand(c())
 	}

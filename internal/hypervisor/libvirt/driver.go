@@ -1,0 +1,507 @@
+// Package libvirt is the hypervisor.Driver for real hosts: it speaks libvirt's RPC
+// protocol through go-libvirt (pure Go, no libvirt client library) to one libvirtd
+// per host, over qemu+tcp://, qemu+tls:// or qemu+unix:// URIs.
+//
+// Migrations are peer-to-peer and live: the source libvirtd connects to the target
+// itself (so the controller's connection only starts and watches the job), and QEMU
+// streams memory to the target's migrate URI.
+package libvirt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	lv "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/model"
+)
+
+// HostConfig names one host.
+type HostConfig struct {
+	ID string
+	// URI is how the controller reaches the host's libvirtd: qemu+tcp://addr[:port]/system,
+	// qemu+tls://addr[:port]/system or qemu+unix:///system[?socket=path].
+	URI string
+	// PeerURI is how other hosts' libvirtd reach this one when it is a migration
+	// target (the "dconnuri"). Default: URI, which must then be a network URI.
+	PeerURI string
+	// MigrateURI is where QEMU sends the migration stream, e.g. tcp://10.0.0.2.
+	// Default: tcp://<host of PeerURI>.
+	MigrateURI string
+	// Capacity overrides what the host reports (cores x MHz, memory in MiB). Lab
+	// hosts share one machine, so each reports all of it.
+	Capacity model.Resources
+}
+
+// Config configures the driver.
+type Config struct {
+	Hosts []HostConfig
+	// Dial opens the network connection to a host; default net.Dialer. The lab
+	// passes one that dials from inside its network namespace.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS is used for qemu+tls:// URIs (ServerName defaults to the URI's host).
+	TLS *tls.Config
+	// DialTimeout bounds connecting to a host; default 5 s.
+	DialTimeout time.Duration
+	// CallTimeout bounds one RPC (not a migration); default 30 s.
+	CallTimeout time.Duration
+	// PollInterval is how often a migration's job stats are read; default 250 ms.
+	PollInterval time.Duration
+}
+
+// Driver is a hypervisor.Driver over libvirt.
+type Driver struct {
+	cfg   Config
+	hosts []*host
+
+	mu     sync.Mutex
+	prev   map[string]sample // last counters per host/VM, for rates
+	migs   map[string]*migration
+	closed bool
+}
+
+// host is one host's configuration and its shared connection.
+type host struct {
+	cfg HostConfig
+	d   *Driver
+
+	mu   sync.Mutex
+	conn *lv.Libvirt
+	nc   net.Conn // conn's socket: closing it unblocks every call on conn
+	info *nodeInfo
+}
+
+type nodeInfo struct {
+	cpus     int
+	mhz      float64
+	memMiB   float64
+	hostname string
+}
+
+// New checks the configuration; it connects lazily, so an unreachable host is
+// reported by the calls that need it, not here.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Dial == nil {
+		var nd net.Dialer
+		cfg.Dial = nd.DialContext
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
+	d := &Driver{cfg: cfg, prev: map[string]sample{}, migs: map[string]*migration{}}
+	seen := map[string]bool{}
+	for _, hc := range cfg.Hosts {
+		if hc.ID == "" || seen[hc.ID] {
+			return nil, fmt.Errorf("host IDs must be unique and non-empty (%q)", hc.ID)
+		}
+		seen[hc.ID] = true
+		if _, _, err := parseURI(hc.URI); err != nil {
+			return nil, fmt.Errorf("host %s: %w", hc.ID, err)
+		}
+		if hc.PeerURI == "" {
+			hc.PeerURI = hc.URI
+		}
+		if hc.MigrateURI == "" {
+			if u, err := url.Parse(hc.PeerURI); err == nil && u.Hostname() != "" {
+				hc.MigrateURI = "tcp://" + u.Hostname()
+			}
+		}
+		d.hosts = append(d.hosts, &host{cfg: hc, d: d})
+	}
+	return d, nil
+}
+
+// transport is how a URI is reached.
+type transport struct {
+	network, addr string // for net dial
+	tls           bool
+	serverName    string
+}
+
+// parseURI splits a libvirt URI into the connection to open and the URI to send to
+// libvirtd once connected (which has no transport: qemu:///system).
+func parseURI(s string) (transport, lv.ConnectURI, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return transport{}, "", err
+	}
+	driver, tr, _ := strings.Cut(u.Scheme, "+")
+	if driver != "qemu" {
+		return transport{}, "", fmt.Errorf("unsupported URI %q: want qemu+tcp, qemu+tls or qemu+unix", s)
+	}
+	if tr == "" {
+		tr = "unix"
+		if u.Host != "" {
+			tr = "tls" // as libvirt does for qemu://host/system
+		}
+	}
+	var t transport
+	switch tr {
+	case "unix":
+		t.network, t.addr = "unix", "/var/run/libvirt/libvirt-sock"
+		if sock := u.Query().Get("socket"); sock != "" {
+			t.addr = sock
+		}
+	case "tcp", "tls":
+		if u.Hostname() == "" {
+			return transport{}, "", fmt.Errorf("URI %q has no host", s)
+		}
+		port := u.Port()
+		if port == "" {
+			port = "16509"
+			if tr == "tls" {
+				port = "16514"
+			}
+		}
+		t.network, t.addr = "tcp", net.JoinHostPort(u.Hostname(), port)
+		t.tls, t.serverName = tr == "tls", u.Hostname()
+	default:
+		return transport{}, "", fmt.Errorf("unsupported transport %q in %q", tr, s)
+	}
+	return t, lv.RemoteURI(u), nil
+}
+
+// dial opens a new libvirt connection to uri, and returns its socket too.
+func (d *Driver) dial(ctx context.Context, uri string) (*lv.Libvirt, net.Conn, error) {
+	t, remote, err := parseURI(uri)
+	if err != nil {
+		return nil, nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, d.cfg.DialTimeout)
+	defer cancel()
+	nc, err := d.cfg.Dial(dctx, t.network, t.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", hypervisor.ErrUnreachable, err)
+	}
+	if t.tls {
+		cfg := &tls.Config{}
+		if d.cfg.TLS != nil {
+			cfg = d.cfg.TLS.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = t.serverName
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("%w: tls: %v", hypervisor.ErrUnreachable, err)
+		}
+		nc = tc
+	}
+	c := lv.NewWithDialer(dialers.NewAlreadyConnected(nc))
+	// The handshake is an RPC that a wedged peer may never answer.
+	err = callCtx(dctx, func() { nc.Close() }, func() error { return c.ConnectToURI(remote) })
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("%w: libvirt handshake: %v", hypervisor.ErrUnreachable, err)
+	}
+	return c, nc, nil
+}
+
+// callCtx runs fn, but returns when ctx ends, calling cancel to unblock fn (go-libvirt
+// calls take no context; closing the connection fails them).
+func callCtx(ctx context.Context, cancel func(), fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// client returns the host's shared connection, reconnecting if it was lost.
+func (h *host) client(ctx context.Context) (*lv.Libvirt, error) {
+	c, _, err := h.clientConn(ctx)
+	return c, err
+}
+
+func (h *host) clientConn(ctx context.Context) (*lv.Libvirt, net.Conn, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn != nil && h.conn.IsConnected() {
+		return h.conn, h.nc, nil
+	}
+	c, nc, err := h.d.dial(ctx, h.cfg.URI)
+	if err != nil {
+		return nil, nil, h.err("connect", err)
+	}
+	h.conn, h.nc = c, nc
+	return c, nc, nil
+}
+
+func (h *host) err(op string, err error) error {
+	var he *hypervisor.HostError
+	if errors.As(err, &he) {
+		return err
+	}
+	return &hypervisor.HostError{Host: h.cfg.ID, URI: h.cfg.URI, Op: op, Err: err}
+}
+
+// call runs fn on the host's connection within the driver's call timeout. A call
+// that times out drops the connection, failing fn; the next call reconnects.
+func (h *host) call(ctx context.Context, op string, fn func(c *lv.Libvirt) error) error {
+	c, nc, err := h.clientConn(ctx)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, h.d.cfg.CallTimeout)
+	defer cancel()
+	err = callCtx(cctx, func() { nc.Close() }, func() error { return fn(c) })
+	if err != nil {
+		if !c.IsConnected() {
+			err = fmt.Errorf("%w: %v", hypervisor.ErrUnreachable, err)
+		}
+		return h.err(op, err)
+	}
+	return nil
+}
+
+func (h *host) nodeInfo(ctx context.Context) (*nodeInfo, error) {
+	h.mu.Lock()
+	ni := h.info
+	h.mu.Unlock()
+	if ni != nil {
+		return ni, nil
+	}
+	ni = &nodeInfo{}
+	err := h.call(ctx, "node info", func(c *lv.Libvirt) error {
+		_, mem, cpus, mhz, _, _, _, _, err := c.NodeGetInfo()
+		if err != nil {
+			return err
+		}
+		ni.cpus, ni.mhz, ni.memMiB = int(cpus), float64(mhz), float64(mem)/1024
+		if ni.mhz <= 0 {
+			ni.mhz = 1000 // some virtual CPUs report no clock
+		}
+		ni.hostname, _ = c.ConnectGetHostname()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.info = ni
+	h.mu.Unlock()
+	return ni, nil
+}
+
+func (d *Driver) host(id string) (*host, error) {
+	for _, h := range d.hosts {
+		if h.cfg.ID == id {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", hypervisor.ErrUnknownHost, id)
+}
+
+// eachHost runs fn on every host at once and joins the errors.
+func (d *Driver) eachHost(fn func(i int, h *host) error) error {
+	errs := make([]error, len(d.hosts))
+	var wg sync.WaitGroup
+	for i, h := range d.hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i, h)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Hosts implements hypervisor.Driver.
+func (d *Driver) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
+	out := make([]hypervisor.Host, len(d.hosts))
+	err := d.eachHost(func(i int, h *host) error {
+		out[i] = hypervisor.Host{ID: h.cfg.ID, URI: h.cfg.URI}
+		ni, err := h.nodeInfo(ctx)
+		if err != nil {
+			out[i].Err = err.Error()
+			return err
+		}
+		out[i].Hostname = ni.hostname
+		out[i].PEs, out[i].PEMIPS = ni.cpus, ni.mhz
+		out[i].Capacity = model.Resources{CPU: float64(ni.cpus) * ni.mhz, Mem: ni.memMiB}
+		if c := h.cfg.Capacity; c != (model.Resources{}) {
+			out[i].Capacity = c
+			if c.CPU > 0 && ni.cpus > 0 {
+				out[i].PEMIPS = c.CPU / float64(ni.cpus)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func stateOf(s int32) hypervisor.VMState {
+	switch lv.DomainState(s) {
+	case lv.DomainRunning, lv.DomainBlocked:
+		return hypervisor.StateRunning
+	case lv.DomainPaused, lv.DomainPmsuspended:
+		return hypervisor.StatePaused
+	case lv.DomainShutoff, lv.DomainCrashed, lv.DomainShutdown:
+		return hypervisor.StateShutoff
+	}
+	return hypervisor.StateOther
+}
+
+func uuidString(u lv.UUID) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// VMs implements hypervisor.Driver.
+func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
+	per := make([][]hypervisor.VM, len(d.hosts))
+	err := d.eachHost(func(i int, h *host) error {
+		ni, err := h.nodeInfo(ctx)
+		if err != nil {
+			return err
+		}
+		return h.call(ctx, "list vms", func(c *lv.Libvirt) error {
+			doms, _, err := c.ConnectListAllDomains(1, lv.ConnectListDomainsActive)
+			if err != nil {
+				return err
+			}
+			for _, dom := range doms {
+				st, maxKiB, _, ncpu, _, err := c.DomainGetInfo(dom)
+				if lv.IsNotFound(err) {
+					continue // went away (migrated) between the two calls
+				}
+				if err != nil {
+					return err
+				}
+				pers, _ := c.DomainIsPersistent(dom)
+				mem := float64(maxKiB) / 1024
+				per[i] = append(per[i], hypervisor.VM{
+					ID: dom.Name, UUID: uuidString(dom.UUID), Host: h.cfg.ID,
+					State: stateOf(int32(st)), VCPUs: int(ncpu), MemMiB: mem,
+					Size:       model.Resources{CPU: float64(ncpu) * ni.mhz, Mem: mem},
+					Persistent: pers == 1,
+				})
+			}
+			return nil
+		})
+	})
+	var out []hypervisor.VM
+	for _, vs := range per {
+		out = append(out, vs...)
+	}
+	return out, err
+}
+
+// Locate implements hypervisor.Driver.
+func (d *Driver) Locate(ctx context.Context, vm string) (hypervisor.Location, error) {
+	loc := hypervisor.Location{VM: vm, States: map[string]hypervisor.VMState{}}
+	states := make([]hypervisor.VMState, len(d.hosts))
+	err := d.eachHost(func(i int, h *host) error {
+		states[i] = hypervisor.StateNotFound
+		return h.call(ctx, "locate", func(c *lv.Libvirt) error {
+			dom, err := c.DomainLookupByName(vm)
+			if lv.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			st, _, err := c.DomainGetState(dom, 0)
+			if lv.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			states[i] = stateOf(st)
+			return nil
+		})
+	})
+	var running, active []string
+	for i, h := range d.hosts {
+		var he *hypervisor.HostError
+		if err != nil && errors.As(hostErr(err, h.cfg.ID), &he) {
+			loc.Unreachable = append(loc.Unreachable, h.cfg.ID)
+			continue
+		}
+		if states[i] == hypervisor.StateNotFound {
+			continue
+		}
+		loc.States[h.cfg.ID] = states[i]
+		if states[i] == hypervisor.StateRunning {
+			running = append(running, h.cfg.ID)
+		}
+		if states[i].Active() {
+			active = append(active, h.cfg.ID)
+		}
+	}
+	switch {
+	case len(running) > 1:
+		return loc, fmt.Errorf("%w: %s on %v", hypervisor.ErrSplitBrain, vm, running)
+	case len(running) == 1:
+		loc.Host = running[0]
+	case len(active) == 1:
+		loc.Host = active[0] // paused, on one host only
+	}
+	if err == nil && len(loc.States) == 0 {
+		return loc, fmt.Errorf("%w: %s", hypervisor.ErrVMNotFound, vm)
+	}
+	return loc, err
+}
+
+// hostErr picks host id's error out of a joined error, or nil.
+func hostErr(err error, id string) error {
+	var found error
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil || found != nil {
+			return
+		}
+		if he, ok := e.(*hypervisor.HostError); ok && he.Host == id {
+			found = he
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+		}
+	}
+	walk(err)
+	return found
+}
+
+// Close implements hypervisor.Driver.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	for _, h := range d.hosts {
+		h.mu.Lock()
+		if h.conn != nil {
+			h.conn.Disconnect()
+			h.nc.Close()
+			h.conn, h.nc = nil, nil
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+var _ hypervisor.Driver = (*Driver)(nil)
