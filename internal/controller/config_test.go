@@ -1,0 +1,36 @@
+package controller
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Load("../../examples/controller.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != DryRun || c.Interval != time.Minute || len(c.Hosts) != 2 || len(c.Rules) != 2 || c.Hosts[1].IdleWatts != 100 {
+		t.Errorf("example config loaded as %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	for in, want := range map[string]string{
+		"mode: yolo\nhosts: [{id: a, uri: x}]\n":                  `mode: "yolo"`,
+		"hosts: []\n":                                             "hosts: none given",
+		"hosts: [{id: a}]\n":                                      "hosts[0]: id and uri are required",
+		"hosts: [{id: a, uri: x}, {id: a, uri: y}]\n":             `hosts[1].id: "a" given twice`,
+		"hosts: [{id: a, uri: x, idle_watts: 50, max_watts: 10}]": "hosts[0]: idle_watts",
+		"intervall: 1m\n":                                         "field intervall not found",
+	} {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(p, []byte(in), 0o644)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "c.yaml") {
+			t.Errorf("config %q: %v, want an error naming c.yaml and %q", in, err, want)
+		}
+	}
+}
