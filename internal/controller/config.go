@@ -41,6 +41,9 @@ type Config struct {
 	MigrationTimeout time.Duration `yaml:"migration_timeout"`
 	// MaxDowntime is the downtime limit given to every migration.
 	MaxDowntime time.Duration `yaml:"max_downtime"`
+	// AllowPostCopy lets the chooser pick post-copy, which bounds a migration's time
+	// but leaves the VM depending on both hosts until it ends.
+	AllowPostCopy bool `yaml:"allow_post_copy"`
 }
 
 // HostConfig is one libvirt host.

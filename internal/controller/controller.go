@@ -17,17 +17,21 @@ import (
 	"github.com/headroom/headroom/internal/hypervisor"
 	"github.com/headroom/headroom/internal/model"
 	"github.com/headroom/headroom/internal/store"
+	"github.com/headroom/headroom/internal/transfer"
 )
 
 // Controller runs the loop. Its methods are safe for concurrent use.
 type Controller struct {
-	cfg   Config
-	drv   hypervisor.Driver
-	pol   core.Policy
-	log   *store.Log
-	eng   *forecast.Engine
-	start time.Time
-	now   func() time.Time
+	cfg Config
+	drv hypervisor.Driver
+	pol core.Policy
+	log *store.Log
+	eng *forecast.Engine
+	// chooser picks each migration's options; links learns each host pair's rate.
+	chooser transfer.Chooser
+	links   *transfer.Estimates
+	start   time.Time
+	now     func() time.Time
 
 	mu       sync.Mutex
 	inflight map[string]hypervisor.Migration // by VM
@@ -56,6 +60,7 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 		return nil, err
 	}
 	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, start: time.Now(), now: time.Now,
+		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
 		approved: map[string]bool{}, lastMove: map[string]time.Time{}}, nil
 }
@@ -236,18 +241,22 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 	return c.dispatch(ctx, snap, queue)
 }
 
-// options are the state-transfer options of a move: the policy's downtime limit and
-// pre-copy, and the target's migrate URI if configured.
+// options are the state-transfer options of a move, chosen by the transfer model from
+// the VM's measured dirty rate and the learned link between the two hosts, within the
+// downtime limit; the target's configured migrate URI wins over the chooser's.
 func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) model.StateTransferOptions {
-	o := m.StateTransferOptions
-	if o.Mode == "" {
-		o.Mode = model.PreCopy
+	vm := snap.VMs[m.VM]
+	src := snap.Hosts[vm.Host]
+	in := transfer.VMInput(vm)
+	in.Policy = transfer.Policy{MaxDowntimeMs: float64(c.cfg.MaxDowntime.Milliseconds()), PostCopy: c.cfg.AllowPostCopy}
+	in.Link = c.links.Link(transfer.Pair{Source: src.ID, Target: m.TargetHostID})
+	in.SourceLabels = src.Labels
+	if m.Target >= 0 && m.Target < len(snap.Hosts) {
+		in.TargetLabels = snap.Hosts[m.Target].Labels
 	}
-	if o.MaxDowntimeMs == 0 {
-		o.MaxDowntimeMs = float64(c.cfg.MaxDowntime.Milliseconds())
-	}
+	o, _ := c.chooser.Choose(in)
 	for _, h := range c.cfg.Hosts {
-		if h.ID == m.TargetHostID && o.MigrateURI == "" {
+		if h.ID == m.TargetHostID && h.MigrateURI != "" {
 			o.MigrateURI = h.MigrateURI
 		}
 	}
@@ -323,6 +332,9 @@ func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig h
 		if e.State == "" || e.State == string(hypervisor.PhaseCompleted) {
 			e.State = string(hypervisor.PhaseFailed)
 		}
+	}
+	if err == nil {
+		c.links.Learn(transfer.Pair{Source: mig.Source(), Target: mig.Target()}, mig.Options(), transfer.MeasuredFrom(res))
 	}
 	c.record(e)
 	c.mu.Lock()

@@ -115,9 +115,13 @@ func TestAutoMigratesOffTheOverloadedHostAndLogsIt(t *testing.T) {
 	}
 	ends, _ := log.List(store.Filter{VM: vm, Kind: store.MigrationEnd})
 	e := ends[0]
-	// 256 MiB at 100 MiB/s with a 300 ms stop-and-copy: about 2.3 s of copying.
-	if e.State != string(hypervisor.PhaseCompleted) || e.Seconds < 2 || e.Seconds > 3 || e.DataMiB < 200 || e.DowntimeMs > 300 {
-		t.Errorf("end event %+v: want completed in 2-3 s with >= 200 MiB sent and <= 300 ms downtime", e)
+	// 256 MiB over a 100 MiB/s link (faster with the parallel streams the chooser may
+	// pick) with a 300 ms stop-and-copy.
+	if e.State != string(hypervisor.PhaseCompleted) || e.Seconds < 0.5 || e.Seconds > 3 || e.DataMiB < 200 || e.DowntimeMs > 300 {
+		t.Errorf("end event %+v: want completed in 0.5-3 s with >= 200 MiB sent and <= 300 ms downtime", e)
+	}
+	if e.Options == nil || e.Options.PredictedSeconds <= 0 || e.Options.MaxDowntimeMs != 300 {
+		t.Errorf("end event options %+v: want the chooser's prediction and the 300 ms limit", e.Options)
 	}
 	dec, _ := log.List(store.Filter{VM: vm, Kind: store.Decision})
 	if dec[0].Reason == nil || dec[0].Reason.Rule != "overload" || dec[0].Options == nil || dec[0].Options.MaxDowntimeMs != 300 {
