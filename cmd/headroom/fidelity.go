@@ -24,20 +24,10 @@ func newFidelityCmd() *cobra.Command {
 CloudSim 3.0.3's, with the deviation. Days CloudSim was not run on show ours alone.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ents, err := os.ReadDir(args[0])
+			days, err := listDays(args[0])
 			if err != nil {
-				return fmt.Errorf("planetlab root: %w", err)
+				return err
 			}
-			var days []string
-			for _, e := range ents {
-				if e.IsDir() {
-					days = append(days, e.Name())
-				}
-			}
-			if len(days) == 0 {
-				return fmt.Errorf("planetlab root %s: no day folders", args[0])
-			}
-			sort.Strings(days)
 			names := splitList(policies)
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, "| day | policy | energy kWh (CloudSim) | Δ | migrations (CloudSim) | Δ | SLATAH (CloudSim) | Δ | ESV | wall s (CloudSim) |")
@@ -82,4 +72,23 @@ CloudSim 3.0.3's, with the deviation. Days CloudSim was not run on show ours alo
 	}
 	cmd.Flags().StringVar(&policies, "policies", "thr-mmt-0.8,iqr-mmt-1.5,mad-mmt-2.5,lr-mmt-1.2,dvfs,oracle", "policies to run on each day")
 	return cmd
+}
+
+// listDays returns the day folders under a PlanetLab root, sorted.
+func listDays(root string) ([]string, error) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("planetlab root: %w", err)
+	}
+	var days []string
+	for _, e := range ents {
+		if e.IsDir() {
+			days = append(days, e.Name())
+		}
+	}
+	if len(days) == 0 {
+		return nil, fmt.Errorf("planetlab root %s: no day folders", root)
+	}
+	sort.Strings(days)
+	return days, nil
 }

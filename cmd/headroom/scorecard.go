@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/spf13/cobra"
 
@@ -29,19 +27,9 @@ against the oracle. Where CloudSim 3.0.3's own figures exist for a day they are 
 baseline; otherwise our simulation of CloudSim's policies is.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ents, err := os.ReadDir(args[0])
+			days, err := listDays(args[0])
 			if err != nil {
-				return fmt.Errorf("planetlab root: %w", err)
-			}
-			var days []string
-			for _, e := range ents {
-				if e.IsDir() {
-					days = append(days, e.Name())
-				}
-			}
-			sort.Strings(days)
-			if len(days) == 0 {
-				return fmt.Errorf("planetlab root %s: no day folders", args[0])
+				return err
 			}
 			p, err := core.ParsePolicy(pol)
 			if err != nil {
