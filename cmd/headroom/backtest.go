@@ -1,0 +1,101 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/headroom/headroom/internal/backtest"
+	"github.com/headroom/headroom/internal/forecast"
+	"github.com/headroom/headroom/internal/report"
+	"github.com/headroom/headroom/internal/trace"
+)
+
+func init() { extraCommands = append(extraCommands, newBacktestCmd) }
+
+func newBacktestCmd() *cobra.Command {
+	var (
+		workload, reportDir, models string
+		horizon                     time.Duration
+		confidence                  float64
+		asJSON                      bool
+	)
+	c := &cobra.Command{
+		Use:   "backtest",
+		Short: "Walk forecasting models forward through traces and score them",
+		Long: "Walks every model forward through the workload's traces without looking ahead and scores\n" +
+			"MAE, RMSE, the pinball loss and the coverage of the upper bound over every horizon step.\n" +
+			"The engine's own choice is the model named default; last and mean12 are the baselines.\n" +
+			"Models: " + strings.Join(forecast.Names(), ", "),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !(confidence > 0 && confidence < 1) {
+				return fmt.Errorf("--confidence %v: want a number between 0 and 1", confidence)
+			}
+			var names []string
+			list := strings.Split(models, ",")
+			if strings.TrimSpace(models) == "all" {
+				list = forecast.Names()
+			}
+			for _, m := range list {
+				if m = strings.TrimSpace(m); m == "" {
+					continue
+				}
+				if _, err := forecast.Lookup(m); err != nil {
+					return fmt.Errorf("--models: %w", err)
+				}
+				names = append(names, m)
+			}
+			w, err := trace.Load(workload)
+			if err != nil {
+				return fmt.Errorf("--workload %q: %w", workload, err)
+			}
+			if horizon <= 0 {
+				return fmt.Errorf("--horizon %v: want a positive duration", horizon)
+			}
+			steps := horizon.Seconds() / w.Step
+			if steps < 1 || math.Abs(steps-math.Round(steps)) > 1e-9 {
+				return fmt.Errorf("--horizon %v: want a positive multiple of the workload's %gs step", horizon, w.Step)
+			}
+			opts := backtest.Options{Horizon: int(math.Round(steps)), Confidence: confidence, Models: names}
+			if !asJSON {
+				opts.Progress = progress("backtest: VMs")
+			}
+			res, err := backtest.Run(w, opts)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(out, res.Text())
+			}
+			if reportDir != "" {
+				path, err := report.Write(reportDir, res.Page())
+				if err != nil {
+					return fmt.Errorf("--report %q: %w", reportDir, err)
+				}
+				fmt.Fprintln(os.Stderr, "report:", path)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&workload, "workload", "", "trace to run on: "+trace.Specs)
+	f.DurationVar(&horizon, "horizon", 30*time.Minute, "how far ahead to forecast; a multiple of the trace step")
+	f.Float64Var(&confidence, "confidence", 0.9, "confidence of the upper bound")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
+	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this directory")
+	f.StringVar(&models, "models", "", "comma-separated models to run besides default, last and mean12 (all: \"all\")")
+	return c
+}

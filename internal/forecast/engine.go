@@ -1,0 +1,254 @@
+package forecast
+
+import (
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/headroom/headroom/internal/model"
+)
+
+// Engine keeps a Series per VM and resource. See the package comment for the
+// concurrency contract.
+type Engine struct {
+	sh    *shared
+	mu    sync.RWMutex
+	ids   map[string]*VM
+	rings *ringArena
+}
+
+// VM is one VM's forecasting state. A *VM stays valid until Remove; callers that
+// observe every interval should keep it rather than look the ID up each time.
+// After Remove it ignores observations and forecasts nothing.
+type VM struct {
+	ID      string
+	sh      *shared
+	rings   *ringArena
+	mu      sync.Mutex
+	res     [4]*Series // by model.Resource; nil until the resource is first observed
+	removed bool
+}
+
+// NewEngine returns an empty Engine.
+func NewEngine(cfg Config) (*Engine, error) {
+	sh, err := cfg.shared()
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.cap}}, nil
+}
+
+// Horizon is the longest forecast in steps.
+func (e *Engine) Horizon() int { return e.sh.params.Horizon }
+
+// VM returns the VM with this ID, creating it if new.
+func (e *Engine) VM(id string) *VM {
+	e.mu.RLock()
+	v := e.ids[id]
+	e.mu.RUnlock()
+	if v != nil {
+		return v
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if v = e.ids[id]; v == nil {
+		v = &VM{ID: id, sh: e.sh, rings: e.rings}
+		e.ids[id] = v
+	}
+	return v
+}
+
+// Lookup returns the VM with this ID, or nil.
+func (e *Engine) Lookup(id string) *VM {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.ids[id]
+}
+
+// Remove forgets a VM and recycles its history rings.
+func (e *Engine) Remove(id string) {
+	e.mu.Lock()
+	v := e.ids[id]
+	delete(e.ids, id)
+	e.mu.Unlock()
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.removed = true
+	for r, s := range v.res {
+		if s != nil {
+			e.rings.put(s.hist.buf)
+			v.res[r] = nil
+		}
+	}
+}
+
+// Len is the number of VMs.
+func (e *Engine) Len() int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return len(e.ids)
+}
+
+// Observe adds one sample of one resource of a VM.
+func (e *Engine) Observe(id string, r model.Resource, x float64) { e.VM(id).Observe(r, x) }
+
+// Forecast returns the VM's forecast; ok is false for an unknown VM.
+func (e *Engine) Forecast(id string, steps int, confidence float64) (f model.ResourceForecast, ok bool) {
+	v := e.Lookup(id)
+	if v == nil {
+		return f, false
+	}
+	return v.Forecast(steps, confidence), true
+}
+
+// ProbExceed is P(demand of r > x at some step within steps) for the VM, NaN
+// when the VM or resource has no history.
+func (e *Engine) ProbExceed(id string, r model.Resource, x float64, steps int) float64 {
+	v := e.Lookup(id)
+	if v == nil {
+		return math.NaN()
+	}
+	return v.ProbExceed(r, x, steps)
+}
+
+// Observe adds one sample of resource r.
+func (v *VM) Observe(r model.Resource, x float64) {
+	v.mu.Lock()
+	if !v.removed {
+		v.series(r).Observe(float32(x))
+	}
+	v.mu.Unlock()
+}
+
+// series returns r's Series, creating it with a ring from the arena.
+func (v *VM) series(r model.Resource) *Series {
+	s := v.res[r]
+	if s == nil {
+		s = newSeries(v.sh, v.rings.get())
+		v.res[r] = s
+	}
+	return s
+}
+
+// ObserveAll adds one sample of every resource under one lock.
+func (v *VM) ObserveAll(d model.Resources) {
+	v.mu.Lock()
+	if !v.removed {
+		for _, r := range model.AllResources {
+			v.series(r).Observe(float32(d.Get(r)))
+		}
+	}
+	v.mu.Unlock()
+}
+
+// Forecast returns up to steps steps (at most the engine's horizon) of point
+// forecasts and upper bounds at confidence. Resources never observed have nil
+// predictions and zero bounds.
+func (v *VM) Forecast(steps int, confidence float64) model.ResourceForecast {
+	steps = min(max(steps, 0), v.sh.params.Horizon)
+	f := model.ResourceForecast{
+		VMInstanceID: v.ID,
+		Step:         v.sh.params.Step,
+		Confidence:   confidence,
+		Upper:        make([]model.Resources, steps),
+	}
+	var pt, up [64]float32
+	p, u := pt[:], up[:]
+	if steps > len(pt) {
+		p, u = make([]float32, steps), make([]float32, steps)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range model.AllResources {
+		s := v.res[r]
+		if s == nil {
+			continue
+		}
+		n := s.Forecast(p[:steps], u[:steps], confidence)
+		out := make([]float64, n)
+		for i := range n {
+			out[i] = float64(p[i])
+			f.Upper[i].Set(r, float64(u[i]))
+		}
+		switch r {
+		case model.CPU:
+			f.PredictedCPU = out
+		case model.Mem:
+			f.PredictedMemory = out
+		case model.Net:
+			f.PredictedNetworkIO = out
+		default:
+			f.PredictedDiskIO = out
+		}
+	}
+	return f
+}
+
+// ProbExceed is P(demand of r > x at some step within steps), steps at most
+// the horizon; NaN when r has no history.
+func (v *VM) ProbExceed(r model.Resource, x float64, steps int) float64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.res[r]
+	if s == nil {
+		return math.NaN()
+	}
+	return s.ProbExceed(x, steps)
+}
+
+// ObserveBatch adds one sample of every resource for each VM: d[i] for vms[i].
+// It is ObserveAll in a loop, except that it touches the next VMs' state
+// before working on the current one, so their cache misses overlap with the
+// arithmetic instead of following it: at fleet scale an update waits on
+// memory more than it computes. A collector that has a whole interval's
+// samples should use it.
+func (e *Engine) ObserveBatch(vms []*VM, d []model.Resources) {
+	const ahead = 2
+	var acc float32
+	for i := range min(ahead, len(vms)) {
+		acc += touch(vms[i])
+	}
+	for i, v := range vms[:min(len(vms), len(d))] {
+		if i+ahead < len(vms) {
+			acc += touch(vms[i+ahead])
+		}
+		v.ObserveAll(d[i])
+	}
+	// Use the loads so that the compiler keeps them; the branch is never taken
+	// in practice and races with nothing.
+	if acc == 1e-38 {
+		runtime.KeepAlive(vms)
+	}
+}
+
+// touch loads one word per cache line of a VM's series state and the head of
+// their rings. It skips a VM whose lock is taken rather than wait: it only
+// warms the cache.
+func touch(v *VM) float32 {
+	if !v.mu.TryLock() {
+		return 0
+	}
+	defer v.mu.Unlock()
+	var s float32
+	for _, r := range v.res {
+		if r == nil || len(r.hist.buf) == 0 {
+			continue
+		}
+		for i := 0; i < len(r.slab); i += 16 {
+			s += r.slab[i]
+		}
+		h := &r.hist
+		s += h.buf[h.head%len(h.buf)]
+		// The seasonal models read a day and a week back.
+		if d := int(r.def.day); d > 0 && d < h.Len() {
+			s += h.At(d)
+		}
+		if w := int(r.def.week); w > 0 && w < h.Len() {
+			s += h.At(w)
+		}
+	}
+	return s
+}
