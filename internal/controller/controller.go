@@ -27,6 +27,9 @@ type Controller struct {
 	pol core.Policy
 	log *store.Log
 	eng *forecast.Engine
+	// dirty forecasts each VM's memory dirty rate (MiB/s), the fifth series, for the
+	// window a migration would take.
+	dirty *forecast.Engine
 	// chooser picks each migration's options; links learns each host pair's rate.
 	chooser transfer.Chooser
 	links   *transfer.Estimates
@@ -59,7 +62,11 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, start: time.Now(), now: time.Now,
+	dirty, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: 2})
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now,
 		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
 		approved: map[string]bool{}, lastMove: map[string]time.Time{}}, nil
@@ -150,6 +157,11 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 				vm.ObserveAll(snap.VMs[i].Demand)
 			}
 			forecasts[i] = vm.Forecast(steps, fp.Confidence())
+		}
+	}
+	for _, vs := range stats.VMs {
+		if vs.Interval > 0 {
+			c.dirty.VM(vs.VM).Observe(model.CPU, vs.DirtyMiBps)
 		}
 	}
 	plan := core.Decide(&snap, forecasts, c.pol, c.inflightRequests())
@@ -248,6 +260,11 @@ func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) mod
 	vm := snap.VMs[m.VM]
 	src := snap.Hosts[vm.Host]
 	in := transfer.VMInput(vm)
+	// The migration window is about one interval ahead; plan for the bound, not the mean.
+	if f, ok := c.dirty.Forecast(vm.ID, 1, 0.9); ok && len(f.PredictedCPU) > 0 {
+		in.DirtyMiBps = max(f.PredictedCPU[0], 0)
+		in.DirtyUpperMiBps = max(f.Upper[0].CPU, in.DirtyMiBps)
+	}
 	in.Policy = transfer.Policy{MaxDowntimeMs: float64(c.cfg.MaxDowntime.Milliseconds()), PostCopy: c.cfg.AllowPostCopy}
 	in.Link = c.links.Link(transfer.Pair{Source: src.ID, Target: m.TargetHostID})
 	in.SourceLabels = src.Labels
@@ -413,18 +430,23 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// Run reconciles, then runs a cycle every interval until ctx ends.
+// Run reconciles, then runs a cycle every interval until ctx ends. Each cycle
+// starts an interval after the previous one ended, not on a fixed tick: a slow
+// cycle (a stats call held up by a migration job) followed by a catch-up tick would
+// give the next stats a sliver of time, which turns timing errors into
+// many-fold CPU readings and false overloads.
 func (c *Controller) Run(ctx context.Context, onCycle func(Cycle, error)) error {
 	if err := c.Reconcile(ctx); err != nil {
 		return err
 	}
-	t := time.NewTicker(c.cfg.Interval)
+	t := time.NewTimer(c.cfg.Interval)
 	defer t.Stop()
 	for {
 		cy, err := c.Step(ctx)
 		if onCycle != nil {
 			onCycle(cy, err)
 		}
+		t.Reset(c.cfg.Interval)
 		select {
 		case <-ctx.Done():
 			c.Wait()
