@@ -29,18 +29,26 @@ type Policy struct {
 	// MaxBandwidthShare caps a migration at this share of the link, in (0, 1);
 	// 0 or 1 and above means no cap.
 	MaxBandwidthShare float64
+	// MaxBandwidthMiBps caps it at a fixed rate; 0 is none. With both, the lower
+	// binds.
+	MaxBandwidthMiBps float64
 }
 
 // Input is one VM's migration to choose options for.
 type Input struct {
 	VM     string
 	MemMiB float64
+	// ZeroMiB is RAM known to hold zero pages (see Job.ZeroMiB); 0 is none.
+	ZeroMiB float64
 	// WorkingSetMiB bounds the pages dirtied per pass; 0 is MemMiB.
 	WorkingSetMiB float64
 	// DirtyMiBps is the mean dirty rate predicted over the migration window and
 	// DirtyUpperMiBps its upper bound (the mean if lower).
 	DirtyMiBps      float64
 	DirtyUpperMiBps float64
+	// DirtyMaxMiBps is what the guest would dirty unthrottled (see
+	// Job.DirtyMaxMiBps); 0 takes dirtying as CPU-bound.
+	DirtyMaxMiBps float64
 	// Compressibility (zstd) and XBZRLERatio (re-dirtied pages) are RAM bytes per
 	// wire byte; 0 takes the model's.
 	Compressibility float64
@@ -92,8 +100,11 @@ type Candidate struct {
 type Explanation struct {
 	VM              string      `json:"vm,omitempty"`
 	MemMiB          float64     `json:"mem_mib"`
+	ZeroMiB         float64     `json:"zero_mib,omitempty"`
+	WorkingSetMiB   float64     `json:"working_set_mib,omitempty"`
 	DirtyMiBps      float64     `json:"dirty_mibps"`
 	DirtyUpperMiBps float64     `json:"dirty_upper_mibps"`
+	DirtyMaxMiBps   float64     `json:"dirty_max_mibps,omitempty"`
 	LinkMiBps       float64     `json:"link_mibps"`
 	CapMiBps        float64     `json:"cap_mibps,omitempty"`
 	MaxDowntimeMs   float64     `json:"max_downtime_ms"`
@@ -104,8 +115,18 @@ type Explanation struct {
 
 func (e Explanation) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %.0f MiB, dirty %.0f (upper %.0f) MiB/s, link %.0f MiB/s", e.VM, e.MemMiB,
-		e.DirtyMiBps, e.DirtyUpperMiBps, e.LinkMiBps)
+	fmt.Fprintf(&b, "%s: %.0f MiB", e.VM, e.MemMiB)
+	if e.ZeroMiB > 0 {
+		fmt.Fprintf(&b, " (%.0f MiB zero pages)", e.ZeroMiB)
+	}
+	fmt.Fprintf(&b, ", dirty %.1f (upper %.1f) MiB/s", e.DirtyMiBps, e.DirtyUpperMiBps)
+	if e.WorkingSetMiB > 0 {
+		fmt.Fprintf(&b, " over %.0f MiB", e.WorkingSetMiB)
+	}
+	if e.DirtyMaxMiBps > 0 {
+		fmt.Fprintf(&b, " (%.0f MiB/s unthrottled)", e.DirtyMaxMiBps)
+	}
+	fmt.Fprintf(&b, ", link %.0f MiB/s", e.LinkMiBps)
 	if e.CapMiBps > 0 {
 		fmt.Fprintf(&b, ", cap %.0f MiB/s", e.CapMiBps)
 	}
@@ -215,11 +236,15 @@ func (c Chooser) Choose(in Input) (model.StateTransferOptions, Explanation) {
 	if s := in.Policy.MaxBandwidthShare; s > 0 && s < 1 {
 		capMiBps = s * link
 	}
+	if c := in.Policy.MaxBandwidthMiBps; c > 0 && !math.IsInf(c, 0) && (capMiBps == 0 || c < capMiBps) {
+		capMiBps = c
+	}
 	mean := clamp(in.DirtyMiBps, 0, maxRate)
 	upper := math.Max(clamp(in.DirtyUpperMiBps, 0, maxRate), mean)
 	rdmaURI, tcpURI := URIs(in.SourceLabels, in.TargetLabels, c.RDMAPort)
 
-	ex := Explanation{VM: in.VM, MemMiB: in.MemMiB, DirtyMiBps: mean, DirtyUpperMiBps: upper,
+	ex := Explanation{VM: in.VM, MemMiB: in.MemMiB, ZeroMiB: in.ZeroMiB, WorkingSetMiB: in.WorkingSetMiB,
+		DirtyMiBps: mean, DirtyUpperMiBps: upper, DirtyMaxMiBps: in.DirtyMaxMiBps,
 		LinkMiBps: link, CapMiBps: capMiBps, MaxDowntimeMs: limit, Chosen: -1}
 	type transport struct {
 		name, uri string
@@ -268,7 +293,7 @@ func (c Chooser) Choose(in Input) (model.StateTransferOptions, Explanation) {
 			return faster(a, b)
 		})
 		ch := &ex.Candidates[ex.Chosen]
-		if ex.Chosen == fast {
+		if ex.Chosen == fast || ch.Mean.Seconds <= bestT {
 			ch.Verdict = "chosen: fastest that converges within the limit at the upper dirty rate"
 		} else {
 			ch.Verdict = fmt.Sprintf("chosen: within %.0f%% of the fastest (%.1f s) and gentler", tie*100, bestT)
@@ -340,8 +365,8 @@ func (c Chooser) candidate(m Model, in Input, trName, uri string, rdma bool, mod
 		return cd
 	}
 	cd.Valid = true
-	j := Job{MemMiB: in.MemMiB, WorkingSetMiB: in.WorkingSetMiB, DirtyMiBps: mean, LinkMiBps: link,
-		SetupSeconds: in.Link.SetupSeconds, Options: o}
+	j := Job{MemMiB: in.MemMiB, ZeroMiB: in.ZeroMiB, WorkingSetMiB: in.WorkingSetMiB, DirtyMiBps: mean,
+		DirtyMaxMiBps: in.DirtyMaxMiBps, LinkMiBps: link, SetupSeconds: in.Link.SetupSeconds, Options: o}
 	cd.Mean = m.Predict(j)
 	j.DirtyMiBps = upper
 	cd.Upper = m.Predict(j)

@@ -193,6 +193,28 @@ func TestChooseBandwidthShareCapsRate(t *testing.T) {
 	}
 }
 
+func TestChooseFixedBandwidthCap(t *testing.T) {
+	in := Input{MemMiB: 1024, DirtyMiBps: 40, WorkingSetMiB: 48, Link: Link{MiBps: 1000},
+		Policy: Policy{MaxBandwidthMiBps: 20}}
+	o, ex := chooseFor(t, in)
+	// Dirtying past the 20 MiB/s cap: only throttling converges, and more streams
+	// cannot beat the cap.
+	if o.BandwidthMiBps != 20 || o.Mode != model.AutoConverge || o.ParallelStreams != 1 {
+		t.Fatalf("chose %+v\n%s", o, ex)
+	}
+	if c := find(ex, model.PreCopy, 4, "", "tcp"); c == nil || c.Feasible {
+		t.Errorf("4-stream pre-copy under the cap: %+v", c)
+	}
+	if !strings.Contains(ex.String(), "cap 20 MiB/s") || !strings.Contains(ex.String(), "over 48 MiB") {
+		t.Errorf("explanation lacks the cap or working set:\n%s", ex)
+	}
+	// The lower of share and fixed cap binds.
+	in.Policy.MaxBandwidthShare = 0.01
+	if o, _ := chooseFor(t, in); o.BandwidthMiBps != 10 {
+		t.Errorf("share 1%% of 1000 and 20 MiB/s: cap %v", o.BandwidthMiBps)
+	}
+}
+
 func TestChooseCompressionWhenItPays(t *testing.T) {
 	in := Input{MemMiB: 8192, DirtyMiBps: 20, Link: Link{MiBps: gbe}}
 	o, _ := chooseFor(t, in)

@@ -145,10 +145,19 @@ type Options struct {
 // Job is one migration to predict.
 type Job struct {
 	MemMiB float64
+	// ZeroMiB is RAM holding zero pages, which the first pass sends as a flag
+	// rather than a page (libvirt's memory_constant): a guest that never touched
+	// its memory moves far less than MemMiB. 0 assumes none.
+	ZeroMiB float64
 	// WorkingSetMiB bounds the distinct pages the guest can dirty in one pass;
 	// 0 means all of MemMiB (the pure geometric series).
 	WorkingSetMiB float64
 	DirtyMiBps    float64
+	// DirtyMaxMiBps is what the guest would dirty with its vCPUs to itself.
+	// Auto-converge's throttle takes vCPU time away, so a guest that dirties at a
+	// steady pace in a small share of its CPU slows only once the throttle leaves
+	// it less than that share. 0 means dirtying is CPU-bound (DirtyMiBps).
+	DirtyMaxMiBps float64
 	// LinkMiBps is the wire bandwidth of the path; 0 is DefaultLinkMiBps.
 	LinkMiBps float64
 	// SetupSeconds overrides the model's when positive.
@@ -160,8 +169,8 @@ type Job struct {
 type Prediction struct {
 	MemMiB  float64 // the RAM size the prediction used
 	Seconds float64 // from the call to the VM running on the target
-	// DataMiB is RAM sent, counting a page once per pass (>= MemMiB); WireMiB is
-	// what crosses the network after compression.
+	// DataMiB is RAM sent, counting a page once per pass (>= MemMiB less
+	// ZeroMiB); WireMiB is what crosses the network after compression.
 	DataMiB    float64
 	WireMiB    float64
 	DowntimeMs float64
@@ -269,6 +278,10 @@ func (m Model) Predict(j Job) Prediction {
 		ws = mem
 	}
 	dirty := clamp(j.DirtyMiBps, 0, maxRate)
+	dirtyMax := dirty
+	if x := clamp(j.DirtyMaxMiBps, 0, maxRate); x > dirty {
+		dirtyMax = x
+	}
 	link := j.LinkMiBps
 	if !(link > 0) {
 		link = DefaultLinkMiBps
@@ -290,16 +303,22 @@ func (m Model) Predict(j Job) Prediction {
 	}
 	sw := m.SwitchOverMs / 1000
 	rr := m.rates(o, link, ws)
+	// QEMU lifts max-bandwidth for the stop-and-copy, though it judged the
+	// remainder against the capped rate: the pause runs at the uncapped one.
+	uncapped := o
+	uncapped.CapMiBps = 0
+	rrStop := m.rates(uncapped, link, ws)
 	auto := o.Mode == model.AutoConverge
 	post := o.Mode == model.PostCopy
 
 	p := Prediction{MemMiB: mem, RateMiBps: rr.first, WireMiBps: rr.first * rr.wfFirst}
 	t := setup
-	v := mem // pages still to send
+	v := mem - clamp(j.ZeroMiB, 0, mem) // pages still to send
 	var throttle, perT, perX, perD float64
 	high := 0
 	for i := 0; ; i++ {
 		rate, wf, cpu := rr.at(i)
+		stopRate, _, _ := rrStop.at(i)
 		if v/rate <= limit {
 			// QEMU stops the guest once what is left fits the downtime limit.
 			if v > 0 {
@@ -308,7 +327,7 @@ func (m Model) Predict(j Job) Prediction {
 			p.DataMiB += v
 			p.WireMiB += v * wf
 			p.CPUSeconds += v * cpu
-			down := v/rate + sw
+			down := v/stopRate + sw
 			t += down
 			p.DowntimeMs = down * 1000
 			p.Converged = true
@@ -331,8 +350,8 @@ func (m Model) Predict(j Job) Prediction {
 		}
 		if i >= m.MaxRounds {
 			// A forced switch-over now would pause the guest this long.
-			p.DowntimeMs = (v/rate + sw) * 1000
-			eff := dirty * (1 - throttle)
+			p.DowntimeMs = (v/stopRate + sw) * 1000
+			eff := throttled(dirty, dirtyMax, throttle)
 			if eff >= rate {
 				p.Why = fmt.Sprintf("dirty rate %.0f MiB/s >= transfer rate %.0f MiB/s", eff, rate)
 			} else {
@@ -348,7 +367,7 @@ func (m Model) Predict(j Job) Prediction {
 		p.CPUSeconds += v * cpu
 		p.ThrottledSeconds += throttle * d
 		p.Rounds++
-		next := math.Min(ws, dirty*(1-throttle)*d)
+		next := math.Min(ws, throttled(dirty, dirtyMax, throttle)*d)
 		if auto {
 			// QEMU's migration_trigger_throttle: a sync period (>= 1 s) in which
 			// the guest dirtied more than the trigger share of what was sent counts
@@ -372,6 +391,12 @@ func (m Model) Predict(j Job) Prediction {
 	p.Seconds = t
 	p.FinalThrottle = throttle
 	return p
+}
+
+// throttled is the dirty rate under a vCPU throttle: the guest keeps its pace
+// while the CPU left to it covers what that pace takes (dirty/dirtyMax of it).
+func throttled(dirty, dirtyMax, throttle float64) float64 {
+	return math.Min(dirty, (1-throttle)*dirtyMax)
 }
 
 // PredictSeconds is the cheap estimate the coordinator uses for lead time and

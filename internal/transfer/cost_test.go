@@ -304,3 +304,81 @@ func BenchmarkPredictSeconds(b *testing.B) {
 		PredictSeconds(16384, float64(i%2000), l)
 	}
 }
+
+// TestZeroPagesSkipTheFirstPass: zero pages cost a flag in the first pass; the
+// later passes resend dirtied pages, which are not zero, as before.
+func TestZeroPagesSkipTheFirstPass(t *testing.T) {
+	m := exact()
+	j := Job{MemMiB: 128, WorkingSetMiB: 32, DirtyMiBps: 5, LinkMiBps: 20, Options: Options{MaxDowntimeMs: 300}}
+	full := m.Predict(j)
+	j.ZeroMiB = 36
+	p := m.Predict(j)
+	// 92 MiB first pass (4.6 s), then 23 MiB (1.15 s), then 5.75 MiB: 287.5 ms
+	// fits the limit.
+	near(t, "data", p.DataMiB, 92+23+5.75)
+	near(t, "seconds", p.Seconds, m.SetupSeconds+(92+23+5.75)/20+m.SwitchOverMs/1000)
+	near(t, "downtime", p.DowntimeMs, 287.5+m.SwitchOverMs)
+	if !p.Converged || p.Rounds != 3 || p.DataMiB >= full.DataMiB || p.Seconds >= full.Seconds {
+		t.Errorf("with zero pages %+v, without %+v", p, full)
+	}
+	// All of RAM zero: nothing to send but the pause.
+	j.ZeroMiB = 1e9
+	p = m.Predict(j)
+	near(t, "all zero", p.Seconds, m.SetupSeconds+m.SwitchOverMs/1000)
+	if p.Rounds != 0 || !p.Converged {
+		t.Errorf("all-zero guest: %+v", p)
+	}
+}
+
+// TestStopAndCopyIgnoresTheCap: QEMU judges the remainder against the capped
+// rate but lifts the cap for the pause.
+func TestStopAndCopyIgnoresTheCap(t *testing.T) {
+	m := exact()
+	j := Job{MemMiB: 1024, DirtyMiBps: 5, LinkMiBps: 1000, Options: Options{CapMiBps: 20, MaxDowntimeMs: 300}}
+	p := m.Predict(j)
+	// Passes: 1024 MiB at 20, then 256, 64, 16, 4 MiB; 4/20 s = 200 ms fits.
+	if !p.Converged || p.Rounds != 5 {
+		t.Fatalf("%+v", p)
+	}
+	near(t, "downtime", p.DowntimeMs, 4.0/1000*1000+m.SwitchOverMs)
+	near(t, "seconds", p.Seconds, m.SetupSeconds+(1024+256+64+16)/20.0+4.0/1000+m.SwitchOverMs/1000)
+	// Without the cap the link decides both: 1.024 s, then 5.12 MiB.
+	j.CapMiBps = 0
+	q := m.Predict(j)
+	if q.Rounds != 2 {
+		t.Errorf("uncapped: %+v", q)
+	}
+	near(t, "uncapped downtime", q.DowntimeMs, 5.12+m.SwitchOverMs)
+}
+
+// TestAutoConvergePacedGuest: a guest that dirties at its own pace in a small
+// share of its vCPU keeps that pace until the throttle leaves it less CPU than
+// the dirtying needs, so auto-converge has to climb further and takes longer.
+func TestAutoConvergePacedGuest(t *testing.T) {
+	m := exact()
+	j := Job{MemMiB: 128, ZeroMiB: 36, WorkingSetMiB: 32, DirtyMiBps: 30, LinkMiBps: 20,
+		Options: Options{Mode: model.AutoConverge, MaxDowntimeMs: 300}}
+	cpuBound := m.Predict(j)
+	j.DirtyMaxMiBps = 300 // dirtying takes a tenth of the vCPU
+	paced := m.Predict(j)
+	if !cpuBound.Converged || !paced.Converged {
+		t.Fatalf("cpu-bound %+v, paced %+v", cpuBound, paced)
+	}
+	// 30 MiB/s slows only past 90 %, and the step after 90 is the 99 % maximum.
+	if paced.FinalThrottle != m.ThrottleMax || cpuBound.FinalThrottle >= 0.9 {
+		t.Errorf("final throttle: paced %v, cpu-bound %v", paced.FinalThrottle, cpuBound.FinalThrottle)
+	}
+	if paced.Seconds <= cpuBound.Seconds || paced.Rounds <= cpuBound.Rounds {
+		t.Errorf("paced %v s in %d passes, cpu-bound %v s in %d", paced.Seconds, paced.Rounds, cpuBound.Seconds, cpuBound.Rounds)
+	}
+	near(t, "throttled rate", throttled(30, 300, 0.95), 15)
+	near(t, "unthrottled pace", throttled(30, 300, 0.5), 30)
+	near(t, "cpu-bound", throttled(30, 30, 0.5), 15)
+	// A maximum below the rate means nothing: the rate is what was measured.
+	j.DirtyMaxMiBps = 10
+	j2 := j
+	j2.DirtyMaxMiBps = 0
+	if a, b := m.Predict(j), m.Predict(j2); a != b {
+		t.Errorf("DirtyMax below DirtyMiBps changed the prediction: %+v vs %+v", a, b)
+	}
+}

@@ -4,21 +4,24 @@
 // The pieces, and the QEMU/libvirt behaviour each one models:
 //
 //   - Model.Predict: RAM pre-copy, pass by pass. The first pass sends all RAM
-//     (M MiB) while the guest runs with dirty logging on; each later pass resends
-//     what was dirtied during the previous one, V_i = min(W, D·t_{i-1}), where D is
-//     the dirty rate and W the working set (the guest cannot dirty more distinct
-//     pages than it touches). With W = M and D < R this is the geometric series
+//     (M MiB) but its zero pages (Z), which cost a flag each, while the guest
+//     runs with dirty logging on; each later pass resends what was dirtied
+//     during the previous one, V_i = min(W, D·t_{i-1}), where D is the dirty
+//     rate and W the working set (the guest cannot dirty more distinct pages
+//     than it touches). With W = M, Z = 0 and D < R this is the geometric series
 //     V_i = M·(D/R)^i. QEMU stops the guest once the remaining set fits its
 //     downtime-limit (default 300 ms, libvirt's virDomainMigrateSetMaxDowntime),
 //     V/R <= limit; the pause is that last copy plus a fixed switch-over overhead
-//     for device state, which the limit does not cover. QEMU never gives up by
-//     itself, so after MaxRounds passes the model reports no convergence, with
+//     for device state, which the limit does not cover. QEMU lifts the bandwidth
+//     cap for the last copy, so it runs at the uncapped rate. QEMU never gives up
+//     by itself, so after MaxRounds passes the model reports no convergence, with
 //     the time it reached and the pause a forced switch-over would cost.
 //   - Rates: R = min(link, libvirt's bandwidth parameter (QEMU max-bandwidth,
-//     MiB/s, limiting wire bytes), streams × per-stream rate). Several streams
-//     are multifd channels (VIR_MIGRATE_PARALLEL, parallel.connections; QEMU
-//     multifd-channels); one TCP stream is bound by one core. RDMA (an rdma://
-//     URI) copies without a thread per stream, so only the link and cap bind.
+//     MiB/s, limiting wire bytes; the libvirt driver caps post-copy alike),
+//     streams × per-stream rate). Several streams are multifd channels
+//     (VIR_MIGRATE_PARALLEL, parallel.connections; QEMU multifd-channels); one
+//     TCP stream is bound by one core. RDMA (an rdma:// URI) copies without a
+//     thread per stream, so only the link and cap bind.
 //   - Compression (VIR_MIGRATE_COMPRESSED): zstd or zlib compress on the multifd
 //     channels (multifd-compression), so R is the wire rate times the
 //     compressibility ratio, up to what the channels' threads compress. XBZRLE
@@ -31,7 +34,11 @@
 //     throttle-trigger-threshold (50 %) of what was sent, twice, QEMU throttles
 //     the vCPUs at cpu-throttle-initial (20 %), and adds cpu-throttle-increment
 //     (10 %) at every second such period after that, up to max-cpu-throttle
-//     (99 %). The model scales D by (1 - throttle).
+//     (99 %). The throttle takes vCPU time away, so the dirty rate becomes
+//     min(D, (1 - throttle)·Dmax), Dmax being what the guest would dirty with
+//     its vCPUs to itself: D for a CPU-bound dirtier (the default), far more
+//     for one that paces its writes, which then keeps its rate until the
+//     throttle nears its maximum (the lab's guest does that).
 //   - Post-copy (VIR_MIGRATE_POSTCOPY with postcopy-ram; the driver calls
 //     virDomainMigrateStartPostCopy after the first pass): the guest moves to
 //     the target after PostCopyAfter passes; the pause carries device state and

@@ -46,5 +46,17 @@ func FuzzPredict(f *testing.F) {
 		if p.Seconds < DefaultModel().SetupSeconds {
 			t.Fatalf("%v s, less than setup", p.Seconds)
 		}
+		// Zero pages and a paced dirtier: still finite, and never less than the
+		// non-zero RAM sent.
+		j.ZeroMiB, j.DirtyMaxMiBps = ws, link
+		q := DefaultModel().Predict(j)
+		for name, v := range map[string]float64{"Seconds": q.Seconds, "DataMiB": q.DataMiB, "DowntimeMs": q.DowntimeMs} {
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+				t.Fatalf("with zero pages and DirtyMax: %s = %v for %+v", name, v, j)
+			}
+		}
+		if z := clamp(ws, 0, q.MemMiB); q.DataMiB < q.MemMiB-z-1e-9*q.MemMiB {
+			t.Fatalf("sent %v MiB of %v non-zero for %+v", q.DataMiB, q.MemMiB-z, j)
+		}
 	})
 }

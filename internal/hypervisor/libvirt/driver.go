@@ -66,6 +66,7 @@ type Driver struct {
 	mu     sync.Mutex
 	prev   map[string]sample // last counters per host/VM, for rates
 	migs   map[string]*migration
+	dirty  dirtyState
 	closed bool
 }
 
@@ -103,7 +104,8 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
-	d := &Driver{cfg: cfg, prev: map[string]sample{}, migs: map[string]*migration{}}
+	d := &Driver{cfg: cfg, prev: map[string]sample{}, migs: map[string]*migration{},
+		dirty: dirtyState{doms: map[string]*dirtyDom{}, statsOff: map[string]time.Time{}}}
 	seen := map[string]bool{}
 	for _, hc := range cfg.Hosts {
 		if hc.ID == "" || seen[hc.ID] {

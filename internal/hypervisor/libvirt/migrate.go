@@ -56,8 +56,13 @@ func planFor(opts model.StateTransferOptions, migrateURI string, persistent bool
 		return p, fmt.Errorf("%w: mode %q", hypervisor.ErrBadOptions, opts.Mode)
 	}
 	if bw := opts.BandwidthMiBps; bw > 0 {
-		p.params = append(p.params, lv.TypedParam{Field: lv.MigrateParamBandwidth,
-			Value: *lv.NewTypedParamValueUllong(uint64(math.Ceil(bw)))})
+		v := *lv.NewTypedParamValueUllong(uint64(math.Ceil(bw)))
+		p.params = append(p.params, lv.TypedParam{Field: lv.MigrateParamBandwidth, Value: v})
+		if p.postcopy {
+			// QEMU's max-bandwidth binds pre-copy only; without this the pages
+			// pulled after the switch would take the whole link.
+			p.params = append(p.params, lv.TypedParam{Field: lv.MigrateParamBandwidthPostcopy, Value: v})
+		}
 	} else if bw < 0 {
 		return p, fmt.Errorf("%w: bandwidth %v", hypervisor.ErrBadOptions, bw)
 	}
@@ -282,6 +287,7 @@ func (m *migration) watch(performed <-chan error, p plan) {
 	defer tick.Stop()
 	var perr error
 	var last hypervisor.Progress
+	var prep dataStart
 poll:
 	for {
 		select {
@@ -330,13 +336,47 @@ poll:
 		if pc {
 			pr.Phase = hypervisor.PhasePostCopy
 		}
+		prep.see(pr)
 		last = pr
 		m.Update(pr)
 	}
-	m.finish(perr, last)
+	m.finish(perr, last, prep.at())
 }
 
-func (m *migration) finish(perr error, last hypervisor.Progress) {
+// dataStart finds when data started to move on the job clock. libvirt's job
+// runs a while before QEMU sends a page (starting QEMU on the target: a second
+// in the lab), which QEMU's own setup time leaves out; a rate worked out over
+// the whole job would count it as transfer.
+type dataStart struct {
+	idle      time.Duration // the last sample with no data sent
+	first     hypervisor.Progress
+	seenFirst bool
+}
+
+func (s *dataStart) see(p hypervisor.Progress) {
+	switch {
+	case s.seenFirst:
+	case p.DataProcessed == 0:
+		s.idle = p.Elapsed
+	default:
+		s.first, s.seenFirst = p, true
+	}
+}
+
+// at is the estimate, 0 if unknown: back from the first sample with data at its
+// rate, within the polling interval before it.
+func (s *dataStart) at() time.Duration {
+	if !s.seenFirst {
+		return 0
+	}
+	t := s.idle + (s.first.Elapsed-s.idle)/2
+	if s.first.MemBps > 0 {
+		t = s.first.Elapsed - time.Duration(float64(s.first.DataProcessed)/s.first.MemBps*float64(time.Second))
+	}
+	return min(max(t, s.idle), s.first.Elapsed)
+}
+
+func (m *migration) finish(perr error, last hypervisor.Progress, dataAt time.Duration) {
 	d := m.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.CallTimeout)
 	defer cancel()
@@ -388,6 +428,10 @@ func (m *migration) finish(perr error, last hypervisor.Progress) {
 		if !res.Verified {
 			err = fmt.Errorf("%w: %s is at %q, states %v (%v)", hypervisor.ErrNotVerified, m.VM(), loc.Host, loc.States, lerr)
 		}
+	}
+	// Setup is all the job's time before data moved, QEMU's setup included.
+	if dataAt > res.Setup && dataAt < res.Elapsed {
+		res.Setup = dataAt
 	}
 	res.DataRemaining = 0
 	if res.Phase != hypervisor.PhaseCompleted {

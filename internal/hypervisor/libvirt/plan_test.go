@@ -33,7 +33,8 @@ func TestPlanFor(t *testing.T) {
 	}
 	m := params(p)
 	if m["migrate_uri"][0] != "tcp://10.77.0.2" || m["bandwidth"][0] != uint64(100) ||
-		m["parallel.connections"][0] != int32(4) || m["compression"][0] != "zstd" {
+		m["parallel.connections"][0] != int32(4) || m["compression"][0] != "zstd" ||
+		m["bandwidth.postcopy"][0] != uint64(100) {
 		t.Errorf("params %v", m)
 	}
 	if !p.postcopy || p.maxDowntime != 250 {
@@ -46,6 +47,11 @@ func TestPlanFor(t *testing.T) {
 	}
 	if m := params(p); m["migrate_uri"][0] != "tcp://x:49200" || len(m["compression"]) != 2 {
 		t.Errorf("params %v", m)
+	}
+	// Pre-copy has no post-copy phase to cap.
+	p, _ = planFor(model.StateTransferOptions{BandwidthMiBps: 20}, "tcp://y", false)
+	if m := params(p); m["bandwidth"][0] != uint64(20) || m["bandwidth.postcopy"] != nil {
+		t.Errorf("pre-copy params %v", m)
 	}
 
 	for _, bad := range []model.StateTransferOptions{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	lv "github.com/digitalocean/go-libvirt"
@@ -20,8 +21,12 @@ type counters struct {
 	rssKiB     uint64 // balloon.rss
 	rx, tx     uint64 // sum of net.<i>.rx.bytes / tx.bytes
 	rd, wr     uint64 // sum of block.<i>.rd.bytes / wr.bytes
-	dirtyMiBps float64
-	hasDirty   bool
+	// dirtyrate.*: QEMU's last calculation, if the stats group is answered.
+	dirtyMiBps     float64
+	hasDirty       bool
+	dirtyStatus    int
+	hasDirtyStatus bool
+	dirtyStart     int64
 }
 
 // sample is what the driver keeps between Stats calls to turn counters into rates.
@@ -80,9 +85,15 @@ func parseRecord(params []lv.TypedParam) counters {
 			c.balloonKiB = unum(p.Value)
 		case "balloon.rss":
 			c.rssKiB = unum(p.Value)
-		case "dirtyrate.megabytes_per_second":
+		case lv.DomainStatsDirtyrateMegabytesPerSecond:
 			x, _ := num(p.Value)
 			c.dirtyMiBps, c.hasDirty = x, true
+		case lv.DomainStatsDirtyrateCalcStatus:
+			x, _ := num(p.Value)
+			c.dirtyStatus, c.hasDirtyStatus = int(x), true
+		case lv.DomainStatsDirtyrateCalcStartTime:
+			x, _ := num(p.Value)
+			c.dirtyStart = int64(x)
 		default:
 			dev, rest, ok := strings.Cut(f, ".")
 			if !ok || (dev != "net" && dev != "block") {
@@ -144,7 +155,9 @@ func rates(vm, host string, now time.Time, cur counters, prev *sample) hyperviso
 const statsWanted = lv.DomainStatsState | lv.DomainStatsCPUTotal | lv.DomainStatsBalloon |
 	lv.DomainStatsVCPU | lv.DomainStatsInterface | lv.DomainStatsBlock | lv.DomainStatsDirtyrate
 
-// Stats implements hypervisor.Driver with one ConnectGetAllDomainStats call per host.
+// Stats implements hypervisor.Driver with one ConnectGetAllDomainStats call per
+// host. It also starts a dirty-rate calculation on each running VM (see
+// dirtyrate.go), whose result the next call reports.
 func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 	type hostSample struct {
 		t    time.Time
@@ -159,7 +172,18 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			return err
 		}
 		return h.call(ctx, "stats", func(c *lv.Libvirt) error {
-			recs, err := c.ConnectGetAllDomainStats(nil, uint32(statsWanted), uint32(lv.ConnectGetAllDomainsStatsActive))
+			want := d.statsFlags(h.cfg.ID, time.Now())
+			recs, err := c.ConnectGetAllDomainStats(nil, uint32(want), uint32(lv.ConnectGetAllDomainsStatsActive))
+			if err != nil && want&lv.DomainStatsDirtyrate != 0 {
+				// A QEMU without query-dirty-rate fails the whole call: the other
+				// stats matter more, so ask again without it and remember.
+				var err2 error
+				recs, err2 = c.ConnectGetAllDomainStats(nil, uint32(want&^lv.DomainStatsDirtyrate), uint32(lv.ConnectGetAllDomainsStatsActive))
+				if err2 == nil {
+					d.dirtyStatsFailed(h.cfg.ID, time.Now())
+					err = nil
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -169,8 +193,9 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 	})
 
 	st := hypervisor.Stats{Time: time.Now()}
+	kicks := make([][]lv.Domain, len(d.hosts))
+	kickKeys := make([][]string, len(d.hosts))
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for i, h := range d.hosts {
 		g := got[i]
 		if !g.ok {
@@ -179,6 +204,7 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 		id := h.cfg.ID
 		hs := hypervisor.HostStats{Host: id}
 		seen := map[string]bool{}
+		seenDirty := map[string]bool{}
 		var cpuSec float64
 		var interval time.Duration
 		for _, r := range g.recs {
@@ -191,6 +217,19 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			}
 			vs := rates(r.Dom.Name, id, g.t, cur, prev)
 			d.prev[key] = sample{t: g.t, c: cur}
+			dk := dirtyKey(id, r.Dom)
+			seenDirty[dk] = true
+			_, migrating := d.migs[r.Dom.Name]
+			running := stateOf(int32(cur.state)) == hypervisor.StateRunning && !migrating
+			rate, ok, kick := d.dirtyRate(dk, cur, running, g.t)
+			vs.DirtyMiBps = 0
+			if ok {
+				vs.DirtyMiBps = rate
+			}
+			if kick {
+				kicks[i] = append(kicks[i], r.Dom)
+				kickKeys[i] = append(kickKeys[i], dk)
+			}
 			st.VMs = append(st.VMs, vs)
 			hs.VMs++
 			mem := vs.RSSMiB
@@ -211,7 +250,19 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 				delete(d.prev, k) // gone from this host (migrated or stopped)
 			}
 		}
+		d.forgetDirty(id, seenDirty)
 		st.Hosts = append(st.Hosts, hs)
 	}
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for i, h := range d.hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.kickDirty(h, kicks[i], kickKeys[i])
+		}()
+	}
+	wg.Wait()
 	return st, err
 }
