@@ -8,7 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,6 +123,10 @@ type Cycle struct {
 // Step runs one cycle: observe, decide, act.
 func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	var cy Cycle
+	// The moves in flight as of before the cluster is read: one that ends while
+	// the listing runs would otherwise leave its VM on the source in the snapshot
+	// yet free to move, and the plan would be made for a placement that is gone.
+	inflight := c.inflightNow()
 	hosts, err := c.drv.Hosts(ctx)
 	if err := c.hostErrors("list hosts", err); err != nil {
 		return cy, err
@@ -145,7 +152,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	snap.Interval = c.cfg.Interval.Seconds()
 	snap.Rules = c.cfg.Rules
 	cy.Snapshot = &snap
-	c.decorate(&snap, stats)
+	c.decorate(&snap, inflight)
 
 	var forecasts []model.ResourceForecast
 	if fp, ok := c.pol.(core.Forecasting); ok {
@@ -164,15 +171,15 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 			c.dirty.VM(vs.VM).Observe(model.CPU, vs.DirtyMiBps)
 		}
 	}
-	plan := core.Decide(&snap, forecasts, c.pol, c.inflightRequests())
+	plan := core.Decide(&snap, forecasts, c.pol, requests(inflight))
 	cy.Plan = plan
-	cy.Started = c.act(ctx, &snap, plan)
+	cy.Started = c.act(ctx, &snap, plan, inflight)
 	return cy, nil
 }
 
 // decorate adds what the driver does not know: power curves, labels, when each VM
 // last moved, and the moves in flight.
-func (c *Controller) decorate(snap *model.Snapshot, _ hypervisor.Stats) {
+func (c *Controller) decorate(snap *model.Snapshot, inflight map[string]hypervisor.Migration) {
 	cfgByID := map[string]HostConfig{}
 	for _, h := range c.cfg.Hosts {
 		cfgByID[h.ID] = h
@@ -194,8 +201,10 @@ func (c *Controller) decorate(snap *model.Snapshot, _ hypervisor.Stats) {
 		if t, ok := c.lastMove[vm.ID]; ok {
 			vm.LastMigration = t.Sub(c.start).Seconds()
 		}
-		if m, ok := c.inflight[vm.ID]; ok {
-			if h, ok := hostIx[m.Target()]; ok {
+		if m, ok := inflight[vm.ID]; ok {
+			// A move that ended since inflight was taken may show the VM on its
+			// target already.
+			if h, ok := hostIx[m.Target()]; ok && h != vm.Host {
 				vm.MigratingTo = []int{h}
 				snap.Hosts[h].VMs = append(snap.Hosts[h].VMs, i)
 			}
@@ -203,18 +212,23 @@ func (c *Controller) decorate(snap *model.Snapshot, _ hypervisor.Stats) {
 	}
 }
 
-func (c *Controller) inflightRequests() []model.MigrationRequest {
+// inflightNow copies the moves in flight.
+func (c *Controller) inflightNow() map[string]hypervisor.Migration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return maps.Clone(c.inflight)
+}
+
+func requests(inflight map[string]hypervisor.Migration) []model.MigrationRequest {
 	var out []model.MigrationRequest
-	for vm, m := range c.inflight {
+	for vm, m := range inflight {
 		out = append(out, model.MigrationRequest{VMInstanceID: vm, TargetHostID: m.Target(), StateTransferOptions: m.Options()})
 	}
 	return out
 }
 
 // act logs the plan and, by mode, starts, parks or skips each move.
-func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Plan) []string {
+func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Plan, planned map[string]hypervisor.Migration) []string {
 	for _, u := range plan.Unplaced {
 		vm := snap.VMs[u.VM]
 		c.record(store.Event{Kind: store.NoSuitableHost, VM: vm.ID, Source: snap.Hosts[vm.Host].ID, Message: u.Reason})
@@ -250,7 +264,7 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 			queue = append(queue, *m)
 		}
 	}
-	return c.dispatch(ctx, snap, queue)
+	return c.dispatch(ctx, snap, queue, planned)
 }
 
 // options are the state-transfer options of a move, chosen by the transfer model from
@@ -281,15 +295,21 @@ func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) mod
 }
 
 // dispatch starts moves in priority order within the limits; a VM already moving
-// is never started again.
-func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue []model.MigrationRequest) []string {
+// is never started again. The per-host limits also count the moves that were in
+// flight when the snapshot was taken (planned), even if they have ended since: the
+// snapshot does not show their effect, so the plan is a cycle out of date on those
+// hosts.
+func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue []model.MigrationRequest, planned map[string]hypervisor.Migration) []string {
 	var started []string
 	for _, m := range queue {
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
 		c.mu.Lock()
 		_, busy := c.inflight[m.VMInstanceID]
 		perHost := map[string]int{}
-		for _, f := range c.inflight {
+		seen := map[string]hypervisor.Migration{}
+		maps.Copy(seen, planned)
+		maps.Copy(seen, c.inflight)
+		for _, f := range seen {
 			perHost[f.Source()]++
 			perHost[f.Target()]++
 		}
@@ -344,6 +364,10 @@ func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig h
 	if o := mig.Options(); o.PredictedSeconds > 0 || o.PredictedDowntime > 0 {
 		e.Options = &o
 	}
+	if errors.Is(err, hypervisor.ErrNotVerified) && movedDespite(res, mig) {
+		e.Message = "verified on the source and target; not asked: " + strings.Join(res.Where.Unreachable, ", ")
+		err = nil
+	}
 	if err != nil {
 		e.Error = err.Error()
 		if e.State == "" || e.State == string(hypervisor.PhaseCompleted) {
@@ -360,6 +384,17 @@ func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig h
 		c.lastMove[mig.VM()] = c.now()
 	}
 	c.mu.Unlock()
+}
+
+// movedDespite reports whether a completed move that the driver could not verify,
+// because some host did not answer where the VM runs, did move: the two hosts
+// that matter answered, and the VM runs on the target and not on the source. One
+// host down elsewhere must not turn every move in the cluster into a failure.
+func movedDespite(res hypervisor.Result, mig hypervisor.Migration) bool {
+	w := res.Where
+	return res.Phase == hypervisor.PhaseCompleted && len(w.Unreachable) > 0 && w.Host == mig.Target() &&
+		!w.States[mig.Source()].Active() && !slices.Contains(w.Unreachable, mig.Source()) &&
+		!slices.Contains(w.Unreachable, mig.Target())
 }
 
 // Wait blocks until every migration this controller started has ended.
@@ -463,6 +498,7 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 	if !ok {
 		return core.Plan{}, fmt.Errorf("drain needs the headroom policy, not %s", c.pol.Name())
 	}
+	inflight := c.inflightNow()
 	hosts, err := c.drv.Hosts(ctx)
 	if err := c.hostErrors("list hosts", err); err != nil {
 		return core.Plan{}, err
@@ -484,7 +520,7 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 	snap := hypervisor.Snapshot(c.now().Sub(c.start).Seconds(), up, vms, stats)
 	snap.Interval = c.cfg.Interval.Seconds()
 	snap.Rules = c.cfg.Rules
-	c.decorate(&snap, stats)
+	c.decorate(&snap, inflight)
 	hi := -1
 	for i := range snap.Hosts {
 		if snap.Hosts[i].ID == host {
@@ -495,8 +531,8 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 		return core.Plan{}, fmt.Errorf("drain: host %q is not configured or not reachable", host)
 	}
 	c.record(store.Event{Kind: store.Drain, Host: host, Message: fmt.Sprintf("draining %d VMs", len(snap.Hosts[hi].VMs))})
-	ex := h.Evacuate(core.Input{Snapshot: &snap, InFlight: c.inflightRequests()}, hi)
-	c.act(ctx, &snap, ex.Plan)
+	ex := h.Evacuate(core.Input{Snapshot: &snap, InFlight: requests(inflight)}, hi)
+	c.act(ctx, &snap, ex.Plan, inflight)
 	return ex.Plan, nil
 }
 
