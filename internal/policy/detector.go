@@ -1,6 +1,6 @@
 // Package policy holds the rules that say when a host is overloaded and which VMs to
-// move off it: CloudSim's detectors (THR, IQR, MAD, LR, LRR) and MMT selection, plus
-// the oracle that reads the true next demand.
+// move off it: CloudSim's detectors (THR, IQR, MAD, LR, LRR) and MMT selection, and the
+// headroom policy's configuration.
 package policy
 
 import (
@@ -143,33 +143,4 @@ func mad(data []float64) float64 {
 		s[i] = math.Abs(s[i] - m)
 	}
 	return median(s)
-}
-
-// Oracle sees the true demand of the next interval (delivered as a one-step forecast)
-// and calls a host overloaded when its demand now or then exceeds capacity. Demand is
-// linear between samples, so those two ends bound the whole interval.
-type Oracle struct{}
-
-func (Oracle) Name() string { return "oracle" }
-
-func (Oracle) Overloaded(st *cluster.State, h, v int) bool {
-	c := st.Snap.Hosts[h].Capacity.CPU
-	if st.Requested(h, v) > c {
-		return true
-	}
-	next := 0.0
-	add := func(x int) {
-		if x < len(st.Forecasts) && len(st.Forecasts[x].PredictedCPU) > 0 {
-			next += st.Forecasts[x].PredictedCPU[0]
-		} else {
-			next += st.Snap.VMs[x].Demand.CPU
-		}
-	}
-	for _, x := range st.VMs(h) {
-		add(x)
-	}
-	if v >= 0 {
-		add(v)
-	}
-	return next > c
 }
