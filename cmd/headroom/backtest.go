@@ -23,7 +23,7 @@ func newBacktestCmd() *cobra.Command {
 		workload, reportDir, models string
 		horizon                     time.Duration
 		confidence                  float64
-		asJSON                      bool
+		asJSON, refs                bool
 	)
 	c := &cobra.Command{
 		Use:   "backtest",
@@ -70,6 +70,14 @@ func newBacktestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if refs {
+				if !asJSON {
+					opts.Progress = progress("backtest: references")
+				}
+				if res.References, err = backtest.RunReferences(w, opts); err != nil {
+					return err
+				}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -96,6 +104,7 @@ func newBacktestCmd() *cobra.Command {
 	f.Float64Var(&confidence, "confidence", 0.9, "confidence of the upper bound")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this directory")
+	f.BoolVar(&refs, "references", false, "also score estimators that look ahead or choose with hindsight: how far below mean12 any forecaster could get")
 	f.StringVar(&models, "models", "", "comma-separated models to run besides default, last and mean12 (all: \"all\")")
 	return c
 }

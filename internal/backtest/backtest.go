@@ -49,6 +49,8 @@ type Score struct {
 	// Coverage is the fraction of actuals at or below the upper bound.
 	Coverage float64 `json:"coverage"`
 	N        int64   `json:"n"`
+	// MAEByStep is the MAE at each horizon step, 1 to Horizon.
+	MAEByStep []float64 `json:"mae_by_step"`
 }
 
 // Calibration is the default model's measured coverage at one stated level.
@@ -77,15 +79,24 @@ type Result struct {
 	VMs         int           `json:"vms"`
 	Models      []Score       `json:"models"`
 	Calibration []Calibration `json:"calibration"`
-	Traces      []Trace       `json:"-"`
+	// References are filled in by the caller from RunReferences, if asked for.
+	References []Reference `json:"references,omitempty"`
+	Traces     []Trace     `json:"-"`
 }
 
 type acc struct {
 	abs, sq, pin float64
 	cov, n       int64
+	step         []float64 // absolute error by horizon step
 }
 
 func (a *acc) add(b acc) {
+	if a.step == nil {
+		a.step = make([]float64, len(b.step))
+	}
+	for k, e := range b.step {
+		a.step[k] += e
+	}
 	a.abs += b.abs
 	a.sq += b.sq
 	a.pin += b.pin
@@ -106,18 +117,16 @@ func series(s *trace.Series, r model.Resource) []float32 {
 	}
 }
 
-// Run backtests opts.Models plus the baselines on every VM and resource of w.
-// Each model sees sample i only after its forecast from origin i has been
-// scored, so nothing looks ahead; all models start at the same origin.
-func Run(w *trace.Workload, opts Options) (*Result, error) {
+// check validates w and opts and fills in opts' defaults.
+func check(w *trace.Workload, opts *Options) error {
 	if w == nil || len(w.VMs) == 0 {
-		return nil, fmt.Errorf("backtest: empty workload")
+		return fmt.Errorf("backtest: empty workload")
 	}
 	if opts.Horizon < 1 {
-		return nil, fmt.Errorf("backtest: horizon %d steps, want at least 1", opts.Horizon)
+		return fmt.Errorf("backtest: horizon %d steps, want at least 1", opts.Horizon)
 	}
 	if !(opts.Confidence > 0 && opts.Confidence < 1) {
-		return nil, fmt.Errorf("backtest: confidence %v out of (0,1)", opts.Confidence)
+		return fmt.Errorf("backtest: confidence %v out of (0,1)", opts.Confidence)
 	}
 	if opts.Warmup == 0 {
 		opts.Warmup = 12
@@ -126,7 +135,17 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 		opts.Samples = 3
 	}
 	if n := w.Len(); n < opts.Warmup+opts.Horizon {
-		return nil, fmt.Errorf("backtest: %d samples; the first forecast needs %d of warm-up and %d ahead", n, opts.Warmup, opts.Horizon)
+		return fmt.Errorf("backtest: %d samples; the first forecast needs %d of warm-up and %d ahead", n, opts.Warmup, opts.Horizon)
+	}
+	return nil
+}
+
+// Run backtests opts.Models plus the baselines on every VM and resource of w.
+// Each model sees sample i only after its forecast from origin i has been
+// scored, so nothing looks ahead; all models start at the same origin.
+func Run(w *trace.Workload, opts Options) (*Result, error) {
+	if err := check(w, &opts); err != nil {
+		return nil, err
 	}
 	names := slices.Clone(Baselines)
 	for _, m := range opts.Models {
@@ -236,8 +255,12 @@ func ratio(a, b float64) float64 {
 
 func score(name string, r model.Resource, a acc) Score {
 	n := float64(a.n)
-	return Score{Name: name, Resource: r.String(), MAE: ratio(a.abs, n), RMSE: math.Sqrt(ratio(a.sq, n)),
+	sc := Score{Name: name, Resource: r.String(), MAE: ratio(a.abs, n), RMSE: math.Sqrt(ratio(a.sq, n)),
 		Pinball: ratio(a.pin, n), Coverage: ratio(float64(a.cov), n), N: a.n}
+	for _, e := range a.step {
+		sc.MAEByStep = append(sc.MAEByStep, ratio(e, n/float64(len(a.step))))
+	}
+	return sc
 }
 
 // walk runs one model over one series. cal, if not nil, collects coverage at
@@ -249,7 +272,7 @@ func walk(x []float32, cfg forecast.Config, opts Options, cal []acc, tr *Trace) 
 	point := make([]float32, h)
 	upper := make([]float32, h)
 	lv := make([]float32, h)
-	var a acc
+	a := acc{step: make([]float64, h)}
 	for i := range x {
 		if i >= opts.Warmup && i+h <= len(x) {
 			s.Forecast(point, upper, opts.Confidence)
@@ -257,6 +280,7 @@ func walk(x []float32, cfg forecast.Config, opts Options, cal []acc, tr *Trace) 
 				y := x[i+k]
 				e := float64(y - point[k])
 				a.abs += math.Abs(e)
+				a.step[k] += math.Abs(e)
 				a.sq += e * e
 				u := float64(y - upper[k])
 				if u >= 0 {

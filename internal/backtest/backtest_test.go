@@ -52,6 +52,17 @@ func TestJSONContract(t *testing.T) {
 			}
 		}
 		names[m["name"].(string)] = true
+		steps, _ := m["mae_by_step"].([]any)
+		if len(steps) != 6 {
+			t.Fatalf("%v: mae_by_step %v, want 6 steps", m["name"], m["mae_by_step"])
+		}
+		var sum float64
+		for _, e := range steps {
+			sum += e.(float64)
+		}
+		if mae := m["mae"].(float64); math.Abs(sum/6-mae) > 1e-9*max(mae, 1) {
+			t.Errorf("%v: mean of mae_by_step %v != mae %v", m["name"], sum/6, mae)
+		}
 	}
 	for _, n := range []string{"default", "last", "mean12", "median24"} {
 		if !names[n] {

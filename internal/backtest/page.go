@@ -111,9 +111,37 @@ func (r *Result) Text() string {
 	for _, row := range t.Rows {
 		fmt.Fprintf(&b, "%-12s %-5s %12s %8s %12s %12s %8s %10s\n", row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 	}
+	fmt.Fprintf(&b, "\nMAE / mean12's by horizon step:\n")
+	for _, sc := range r.Models {
+		base := r.find("mean12", sc.Resource)
+		if sc.Name == "mean12" || base == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%-12s %-5s", sc.Name, sc.Resource)
+		for k, e := range sc.MAEByStep {
+			fmt.Fprintf(&b, " %6.3f", e/base.MAEByStep[k])
+		}
+		fmt.Fprintln(&b)
+	}
 	fmt.Fprintf(&b, "\ncalibration of default (stated -> measured):\n")
 	for _, c := range r.Calibration {
 		fmt.Fprintf(&b, "  %-5s %.2f -> %.3f\n", c.Resource, c.Stated, c.Measured)
 	}
+	if len(r.References) > 0 {
+		fmt.Fprintf(&b, "\nreferences that look ahead or choose with hindsight (not forecasters):\n")
+		fmt.Fprintf(&b, "%-24s %-5s %12s %8s %10s\n", "reference", "res", "MAE", "/mean12", "n")
+		for _, x := range r.References {
+			fmt.Fprintf(&b, "%-24s %-5s %12.4g %8.3f %10d\n", x.Name, x.Resource, x.MAE, x.Ratio, x.N)
+		}
+	}
 	return b.String()
+}
+
+func (r *Result) find(name, res string) *Score {
+	for i := range r.Models {
+		if r.Models[i].Name == name && r.Models[i].Resource == res {
+			return &r.Models[i]
+		}
+	}
+	return nil
 }
