@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -112,28 +111,9 @@ func loadRules(file, spec string, w *trace.Workload, hosts int) ([]model.Rule, e
 	if spec == "" {
 		return nil, nil
 	}
-	anti, host, seed := 0.0, 0.0, uint64(1)
-	for _, kv := range splitList(spec) {
-		k, v, ok := strings.Cut(kv, "=")
-		var err error
-		switch {
-		case !ok:
-			err = fmt.Errorf("%q is not key=value", kv)
-		case k == "anti":
-			anti, err = strconv.ParseFloat(v, 64)
-		case k == "host":
-			host, err = strconv.ParseFloat(v, 64)
-		case k == "seed":
-			seed, err = strconv.ParseUint(v, 10, 64)
-		default:
-			err = fmt.Errorf("unknown key %q (anti, host, seed)", k)
-		}
-		if err == nil && (anti < 0 || anti > 1 || host < 0 || host > 1) {
-			err = fmt.Errorf("shares must be in [0, 1]")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("--random-rules: %w", err)
-		}
+	sp, err := rules.ParseSpec(spec)
+	if err != nil {
+		return nil, fmt.Errorf("--random-rules: %w", err)
 	}
 	vms := make([]string, len(w.VMs))
 	for i := range w.VMs {
@@ -143,7 +123,7 @@ func loadRules(file, spec string, w *trace.Workload, hosts int) ([]model.Rule, e
 	for i := range hs {
 		hs[i] = fmt.Sprintf("host-%d", i)
 	}
-	return rules.Generate(vms, hs, anti, host, seed), nil
+	return rules.Generate(vms, hs, sp.Anti, sp.Host, sp.Seed), nil
 }
 
 func splitList(s string) []string {

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -57,6 +59,50 @@ func validate(r model.Rule) error {
 		return fmt.Errorf("kind %q is not one of affinity, anti-affinity, host-affinity, host-anti-affinity", r.Kind)
 	}
 	return nil
+}
+
+// Spec is what Generate needs besides the names: see ParseSpec.
+type Spec struct {
+	Anti, Host float64 // shares of the VMs, in [0, 1]
+	Seed       uint64
+}
+
+// ParseSpec reads "anti=0.1,host=0.05,seed=1"; missing keys are 0, 0 and 1.
+func ParseSpec(spec string) (Spec, error) {
+	sp := Spec{Seed: 1}
+	for _, kv := range strings.Split(spec, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		var err error
+		switch {
+		case !ok:
+			err = fmt.Errorf("%q is not key=value", kv)
+		case k == "anti", k == "host":
+			var x float64
+			x, err = strconv.ParseFloat(v, 64)
+			if err != nil || !(x >= 0 && x <= 1) {
+				err = fmt.Errorf("%s=%s: a share must be in [0, 1]", k, v)
+			}
+			if k == "anti" {
+				sp.Anti = x
+			} else {
+				sp.Host = x
+			}
+		case k == "seed":
+			if sp.Seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+				err = fmt.Errorf("seed=%s: want a whole number", v)
+			}
+		default:
+			err = fmt.Errorf("unknown key %q (anti, host, seed)", k)
+		}
+		if err != nil {
+			return Spec{}, err
+		}
+	}
+	return sp, nil
 }
 
 // Generate makes must rules for an experiment: anti-affinity pairs covering antiShare

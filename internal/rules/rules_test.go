@@ -80,3 +80,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSpec(t *testing.T) {
+	sp, err := ParseSpec(" anti=0.1, host = 0.05 ,seed=7")
+	if err != nil || sp != (Spec{Anti: 0.1, Host: 0.05, Seed: 7}) {
+		t.Fatalf("got %+v, %v", sp, err)
+	}
+	if sp, err := ParseSpec(""); err != nil || sp != (Spec{Seed: 1}) {
+		t.Fatalf("empty spec: %+v, %v", sp, err)
+	}
+	for _, bad := range []string{"anti=NaN", "host=-0.1", "anti=1.5", "seed=-1", "anti", "x=1", "host=Inf"} {
+		if _, err := ParseSpec(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if k, _, _ := strings.Cut(bad, "="); !strings.Contains(err.Error(), k) {
+			t.Errorf("%q: error %q does not name %q", bad, err, k)
+		}
+	}
+}
+
+func FuzzParseSpec(f *testing.F) {
+	for _, s := range []string{"anti=0.1,host=0.05,seed=1", "seed=3", "", "anti=NaN", "host=1e309"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sp, err := ParseSpec(s)
+		if err != nil {
+			return
+		}
+		if !(sp.Anti >= 0 && sp.Anti <= 1 && sp.Host >= 0 && sp.Host <= 1) {
+			t.Fatalf("%q gave %+v", s, sp)
+		}
+		rs := Generate([]string{"a", "b", "c", "d"}, []string{"h0", "h1"}, sp.Anti, sp.Host, sp.Seed)
+		if len(rs) > 4 {
+			t.Fatalf("%q: %d rules for 4 VMs", s, len(rs))
+		}
+	})
+}
