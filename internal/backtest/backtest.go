@@ -165,12 +165,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 		}
 	}
 
-	var resources []model.Resource
-	for _, r := range model.AllResources {
-		if series(&w.VMs[0], r) != nil {
-			resources = append(resources, r)
-		}
-	}
+	resources := resourcesOf(w)
 	samples := sampleVMs(w, opts.Samples)
 
 	type vmOut struct {
@@ -179,46 +174,32 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 		traces []Trace
 	}
 	outs := make([]vmOut, len(w.VMs))
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(w.VMs) {
-					return
-				}
-				o := &outs[i]
-				o.acc = make([][]acc, len(names))
+	eachVM(len(w.VMs), opts.Progress, func() func(int) {
+		return func(i int) {
+			o := &outs[i]
+			o.acc = make([][]acc, len(names))
+			for m := range names {
+				o.acc[m] = make([]acc, len(resources))
+			}
+			o.cal = make([][]acc, len(resources))
+			for ri, r := range resources {
+				x := series(&w.VMs[i], r)
+				o.cal[ri] = make([]acc, len(CalibrationLevels))
 				for m := range names {
-					o.acc[m] = make([]acc, len(resources))
-				}
-				o.cal = make([][]acc, len(resources))
-				for ri, r := range resources {
-					x := series(&w.VMs[i], r)
-					o.cal[ri] = make([]acc, len(CalibrationLevels))
-					for m := range names {
-						var tr *Trace
-						if m == 0 && samples[i] {
-							o.traces = append(o.traces, Trace{VM: w.VMs[i].ID, Resource: r.String()})
-							tr = &o.traces[len(o.traces)-1]
-						}
-						var cal []acc
-						if m == 0 {
-							cal = o.cal[ri]
-						}
-						o.acc[m][ri] = walk(x, cfgs[m], opts, cal, tr)
+					var tr *Trace
+					if m == 0 && samples[i] {
+						o.traces = append(o.traces, Trace{VM: w.VMs[i].ID, Resource: r.String()})
+						tr = &o.traces[len(o.traces)-1]
 					}
-				}
-				if opts.Progress != nil {
-					opts.Progress(int(done.Add(1)), len(w.VMs))
+					var cal []acc
+					if m == 0 {
+						cal = o.cal[ri]
+					}
+					o.acc[m][ri] = walk(x, cfgs[m], opts, cal, tr)
 				}
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 
 	res := &Result{Workload: w.Name, Step: w.Step, Horizon: opts.Horizon, Confidence: opts.Confidence,
 		Warmup: opts.Warmup, VMs: len(w.VMs)}
@@ -343,4 +324,41 @@ func sampleVMs(w *trace.Workload, n int) []bool {
 		keep[vs[j].i] = true
 	}
 	return keep
+}
+
+// resourcesOf lists the resources w's traces have.
+func resourcesOf(w *trace.Workload) []model.Resource {
+	var rs []model.Resource
+	for _, r := range model.AllResources {
+		if series(&w.VMs[0], r) != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// eachVM calls a worker for every i in [0, n) on GOMAXPROCS goroutines, and
+// progress, if set, after each. newWorker makes one goroutine's worker, so that
+// it can keep scratch space.
+func eachVM(n int, progress func(done, total int), newWorker func() func(i int)) {
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work := newWorker()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				work(i)
+				if progress != nil {
+					progress(int(done.Add(1)), n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

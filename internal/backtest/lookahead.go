@@ -2,12 +2,8 @@ package backtest
 
 import (
 	"math"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 
-	"github.com/headroom/headroom/internal/model"
 	"github.com/headroom/headroom/internal/trace"
 )
 
@@ -77,87 +73,68 @@ func RunReferences(w *trace.Workload, opts Options) ([]Reference, error) {
 	if err := check(w, &opts); err != nil {
 		return nil, err
 	}
-	var resources []model.Resource
-	for _, r := range model.AllResources {
-		if series(&w.VMs[0], r) != nil {
-			resources = append(resources, r)
-		}
-	}
+	resources := resourcesOf(w)
 	nc, nt := len(centredWindows)*nEst, len(trailingWindows)*nEst
 	type vmOut struct {
 		mean12, med48, bestC, bestT []float64 // by resource
 		n                           []int64
 	}
 	outs := make([]vmOut, len(w.VMs))
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			win := make([]float64, 0, 128)
-			est := make([]float64, nEst)
-			ec, et := make([]float64, nc), make([]float64, nt)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(w.VMs) {
-					return
-				}
-				o := &outs[i]
-				k := len(resources)
-				o.mean12, o.med48, o.bestC, o.bestT, o.n = make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k), make([]int64, k)
-				for ri, r := range resources {
-					x := series(&w.VMs[i], r)
-					clear(ec)
-					clear(et)
-					h := opts.Horizon
-					for t := opts.Warmup; t+h <= len(x); t++ {
-						targets := x[t : t+h]
-						score := func(errs []float64, at int) {
-							for j := range nEst {
-								for _, y := range targets {
-									errs[at+j] += math.Abs(float64(y) - est[j])
-								}
+	eachVM(len(w.VMs), opts.Progress, func() func(int) {
+		win := make([]float64, 0, 128)
+		est := make([]float64, nEst)
+		ec, et := make([]float64, nc), make([]float64, nt)
+		return func(i int) {
+			o := &outs[i]
+			k := len(resources)
+			o.mean12, o.med48, o.bestC, o.bestT, o.n = make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k), make([]int64, k)
+			for ri, r := range resources {
+				x := series(&w.VMs[i], r)
+				clear(ec)
+				clear(et)
+				h := opts.Horizon
+				for t := opts.Warmup; t+h <= len(x); t++ {
+					targets := x[t : t+h]
+					score := func(errs []float64, at int) {
+						for j := range nEst {
+							for _, y := range targets {
+								errs[at+j] += math.Abs(float64(y) - est[j])
 							}
 						}
-						win = appendFloat(win[:0], x[max(0, t-12):t])
-						var m12 float64
-						for _, v := range win {
-							m12 += v
-						}
-						m12 /= float64(len(win))
-						for _, y := range targets {
-							o.mean12[ri] += math.Abs(float64(y) - m12)
-						}
-						for wi, n := range trailingWindows {
-							win = appendFloat(win[:0], x[max(0, t-n):t])
-							slices.Sort(win)
-							estimates(win, est)
-							score(et, wi*nEst)
-						}
-						for wi, n := range centredWindows {
-							win = appendFloat(win[:0], x[max(0, t-n/2):t])
-							win = appendFloat(win, x[t+h:min(len(x), t+h+n/2)])
-							slices.Sort(win)
-							estimates(win, est)
-							if n == 48 {
-								for _, y := range targets {
-									o.med48[ri] += math.Abs(float64(y) - est[0])
-								}
-							}
-							score(ec, wi*nEst)
-						}
-						o.n[ri] += int64(h)
 					}
-					o.bestC[ri], o.bestT[ri] = slices.Min(ec), slices.Min(et)
+					win = appendFloat(win[:0], x[max(0, t-12):t])
+					var m12 float64
+					for _, v := range win {
+						m12 += v
+					}
+					m12 /= float64(len(win))
+					for _, y := range targets {
+						o.mean12[ri] += math.Abs(float64(y) - m12)
+					}
+					for wi, n := range trailingWindows {
+						win = appendFloat(win[:0], x[max(0, t-n):t])
+						slices.Sort(win)
+						estimates(win, est)
+						score(et, wi*nEst)
+					}
+					for wi, n := range centredWindows {
+						win = appendFloat(win[:0], x[max(0, t-n/2):t])
+						win = appendFloat(win, x[t+h:min(len(x), t+h+n/2)])
+						slices.Sort(win)
+						estimates(win, est)
+						if n == 48 {
+							for _, y := range targets {
+								o.med48[ri] += math.Abs(float64(y) - est[0])
+							}
+						}
+						score(ec, wi*nEst)
+					}
+					o.n[ri] += int64(h)
 				}
-				if opts.Progress != nil {
-					opts.Progress(int(done.Add(1)), len(w.VMs))
-				}
+				o.bestC[ri], o.bestT[ri] = slices.Min(ec), slices.Min(et)
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	var refs []Reference
 	for k, name := range References {
 		for ri, r := range resources {
