@@ -63,6 +63,38 @@ func TestSimulateJSONOnTheEmbeddedDay(t *testing.T) {
 	}
 }
 
+// With neither --policy nor --compare, the main job shows headroom beside
+// LR-MMT, and headroom must come out ahead on SLA and migrations.
+func TestSimulateDefaultComparesHeadroomWithLR(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two full-day runs")
+	}
+	out, err := run("simulate", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Runs []struct {
+			Policy     string  `json:"policy"`
+			ESV        float64 `json:"esv"`
+			Migrations int     `json:"migrations"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Runs) != 2 {
+		t.Fatalf("want {\"runs\": [two]}: %v\n%s", err, out)
+	}
+	h, lr := r.Runs[0], r.Runs[1]
+	if h.Policy != "headroom" || lr.Policy != "lr-mmt-1.2" {
+		t.Fatalf("runs %q, %q; want headroom, lr-mmt-1.2", h.Policy, lr.Policy)
+	}
+	if !(h.ESV < lr.ESV && h.Migrations < lr.Migrations) {
+		t.Errorf("headroom ESV %g, %d migrations; lr-mmt-1.2 %g, %d", h.ESV, h.Migrations, lr.ESV, lr.Migrations)
+	}
+	if _, err := run("simulate", "--policy", "dvfs", "--compare", "npa"); err == nil || !strings.Contains(err.Error(), "--compare") {
+		t.Errorf("--policy with --compare: %v", err)
+	}
+}
+
 func TestPlanExplainShowsEveryCandidate(t *testing.T) {
 	out, err := run("plan", "--snapshot", "../../examples/snapshot.json", "--explain")
 	if err != nil {

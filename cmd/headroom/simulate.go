@@ -17,7 +17,9 @@ import (
 	"github.com/headroom/headroom/internal/trace"
 )
 
-const defaultPolicy = "lr-mmt-1.2"
+// defaultRun is what simulate runs when given neither --policy nor --compare:
+// headroom's own policy beside CloudSim's classic LR-MMT baseline.
+var defaultRun = []string{"headroom", "lr-mmt-1.2"}
 
 func newSimulateCmd() *cobra.Command {
 	var (
@@ -38,8 +40,13 @@ Policies: ` + core.PolicyNames + `.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			names := []string{pol}
-			if compare != "" {
+			switch {
+			case compare != "" && pol != "":
+				return fmt.Errorf("--policy and --compare: give one, not both")
+			case compare != "":
 				names = splitList(compare)
+			case pol == "":
+				names = defaultRun
 			}
 			pols := make([]core.Policy, len(names))
 			for i, n := range names {
@@ -85,7 +92,7 @@ Policies: ` + core.PolicyNames + `.
 	f := cmd.Flags()
 	f.StringVar(&workload, "workload", "", "trace to replay: planetlab:<dir>, bitbrains:<dir>, csv:<file>; empty for the embedded sample")
 	f.Lookup("workload").NoOptDefVal = ""
-	f.StringVar(&pol, "policy", defaultPolicy, "decision policy ("+core.PolicyNames+")")
+	f.StringVar(&pol, "policy", "", "decision policy ("+core.PolicyNames+"); without it and --compare, headroom beside lr-mmt-1.2")
 	f.StringVar(&compare, "compare", "", "comma-separated policies to run side by side on the same trace")
 	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this folder")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
