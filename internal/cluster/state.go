@@ -258,9 +258,14 @@ func (st *State) histBuf(n int) []float64 {
 	return st.buf[:n]
 }
 
-// MigrationSeconds is how long moving v's memory to h takes at half of h's network
-// capacity (the other half carries the VMs' own traffic). Memory in MB, network in KB/s.
+// MigrationSeconds is how long moving v off host h takes: the VM's own estimate
+// when the snapshot has one (the live controller's transfer model), else its
+// memory at half of h's network capacity (the other half carries the VMs' own
+// traffic; CloudSim's rule). Memory in MB, network in KB/s.
 func (st *State) MigrationSeconds(v, h int) float64 {
+	if s := st.Snap.VMs[v].MigrationSeconds; s > 0 {
+		return s
+	}
 	bw := st.Snap.Hosts[h].Capacity.Net / 2 / 1000
 	if bw <= 0 {
 		return 0

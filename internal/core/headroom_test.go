@@ -107,6 +107,16 @@ func TestLeadTimeWaitsForAFarBreach(t *testing.T) {
 	if plan := Decide(s, f, p2, nil); len(plan.Moves) == 0 {
 		t.Error("with a 10 min margin a breach 900 s ahead should be acted on")
 	}
+	// A transfer-model estimate in the snapshot replaces memory over bandwidth:
+	// a VM that takes 10 minutes to move makes the step-3 breach urgent.
+	s.VMs[1].MigrationSeconds = 600
+	if plan := Decide(s, f, p, nil); len(plan.Moves) == 0 {
+		t.Error("a 600 s migration and a breach 900 s ahead: should start now")
+	}
+	s.VMs[1].MigrationSeconds = 5
+	if plan := Decide(s, f, p, nil); len(plan.Moves) != 0 {
+		t.Errorf("5 s and 28 s migrations and a breach 900 s ahead: moved %v", plan.Moves)
+	}
 }
 
 func TestCoincidingPeaksDoNotLandTogether(t *testing.T) {

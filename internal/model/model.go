@@ -138,6 +138,10 @@ type VM struct {
 	LastMigration float64 `json:"last_migration,omitempty"`
 	// DirtyRate is the measured memory dirty rate in MB/s, if known.
 	DirtyRate float64 `json:"dirty_rate,omitempty"`
+	// MigrationSeconds is how long moving the VM now would take, from a transfer
+	// model that knows its dirty rate and the links; 0 means unknown, and the
+	// core falls back to memory over half the host's bandwidth (CloudSim's rule).
+	MigrationSeconds float64 `json:"migration_seconds,omitempty"`
 }
 
 // Migrating reports whether the VM has a migration in flight.

@@ -40,8 +40,10 @@ type VM struct {
 	Demand        model.Resources `json:"demand"`
 	Group         string          `json:"group"`
 	LastMigration float64         `json:"last_migration"`
-	MigratingTo   []string        `json:"migrating_to"`
-	Forecast      *Forecast       `json:"forecast"`
+	// MigrationSeconds is how long moving the VM takes; 0: memory over bandwidth.
+	MigrationSeconds float64   `json:"migration_seconds"`
+	MigratingTo      []string  `json:"migrating_to"`
+	Forecast         *Forecast `json:"forecast"`
 }
 
 // Forecast gives CPU per future step: the point forecast and the upper bound at
@@ -123,7 +125,11 @@ func Parse(b []byte) (*model.Snapshot, []model.ResourceForecast, error) {
 		if bad(v.Size) || bad(v.Demand) {
 			return nil, nil, fmt.Errorf("vms[%d]: size and demand must be finite and not negative", i)
 		}
-		mv := model.VM{ID: v.ID, Host: h, Size: v.Size, VCPU: max(v.VCPU, 1), Demand: v.Demand, Group: v.Group, LastMigration: v.LastMigration}
+		if !(v.MigrationSeconds >= 0) || math.IsInf(v.MigrationSeconds, 0) {
+			return nil, nil, fmt.Errorf("vms[%d].migration_seconds: %v, want a finite number of seconds, not negative", i, v.MigrationSeconds)
+		}
+		mv := model.VM{ID: v.ID, Host: h, Size: v.Size, VCPU: max(v.VCPU, 1), Demand: v.Demand, Group: v.Group,
+			LastMigration: v.LastMigration, MigrationSeconds: v.MigrationSeconds}
 		for _, t := range v.MigratingTo {
 			th, ok := hostIx[t]
 			if !ok {

@@ -32,6 +32,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		`{"hosts":[{"id":"a","capacity":{"cpu":1},"power":[1,2]}]}`:                                                                           "hosts[0].power: 2 values",
 		`{"hosts":[{"id":"a","capacity":{"cpu":1}}],"vms":[{"id":"v","host":"a","forecast":{"cpu":[1],"cpu_upper":[0.5],"confidence":0.9}}]}`: "vms[0].forecast: step 1",
 		`{"hosts":[{"id":"a","capacity":{"cpu":1}}],"vms":[{"id":"v","host":"a","forecast":{"cpu":[1],"cpu_upper":[2],"confidence":1}}]}`:     "vms[0].forecast.confidence",
+		`{"hosts":[{"id":"a","capacity":{"cpu":1}}],"vms":[{"id":"v","host":"a","migration_seconds":-1}]}`:                                    "vms[0].migration_seconds",
 		`{"hosts":[{"id":"a","capacity":{"cpu":1}}],"bogus":1}`:                                                                               "unknown field",
 	}
 	for in, want := range cases {
