@@ -110,7 +110,8 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 	snap := in.Snapshot
 	st := cluster.New(snap, in.Forecasts)
 	cfg := &p.Cfg
-	ctx := placement.NewContext(st, policy.Z(cfg.Confidence), cfg.Placement.Target)
+	zC := policy.Z(cfg.Confidence)
+	ctx := placement.NewContext(st, zC, cfg.Placement.Target)
 	n := len(snap.Hosts)
 	var out Explained
 	if explain {
@@ -179,14 +180,15 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 			if s, _ := hostRisk(st, h, trig); s < 0 {
 				break
 			}
-			// Take the VM that relieves most per second of migration.
+			// Take the VM that takes most risk away per second of migration: its
+			// bound at the breach step, so a climbing VM goes before a steady one.
 			best, bestGain := -1, -1.0
 			for _, v := range st.VMs(h) {
 				if tried[v] || !movable(v) || snap.VMs[v].Host != h || (cooling(v) && r.step > 0) {
 					continue
 				}
-				mu, _ := st.VMMoment(v, max(r.step, 0))
-				gain := (mu + 1) / (st.MigrationSeconds(v, h) + 1)
+				mu, variance := st.VMMoment(v, max(r.step, 0))
+				gain := (mu + zC*math.Sqrt(variance) + 1) / (st.MigrationSeconds(v, h) + 1)
 				if gain > bestGain {
 					best, bestGain = v, gain
 				}
@@ -211,7 +213,7 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 			out.Moves = append(out.Moves, p.move(snap, best, t, model.PriorityOverload, model.Reason{
 				Rule:        "overload",
 				Probability: r.prob,
-				Detail: fmt.Sprintf("P(host %s CPU > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); moved the VM freeing most CPU per migration second",
+				Detail: fmt.Sprintf("P(host %s CPU > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); moved the VM whose demand bound there is largest per migration second",
 					snap.Hosts[h].ID, 100*trig.Threshold, r.prob, r.step, st.Steps(), float64(r.step)*snap.Interval),
 				Rejected: rejected(cands),
 			}))

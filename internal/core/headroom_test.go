@@ -246,3 +246,23 @@ func TestHeadroomConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// On an overloaded host the VM to move is the one that takes the most risk away
+// per second of migration: a climbing VM with a wide bound before a steady one
+// with a larger mean, when both take as long to move.
+func TestOverloadMovesTheRiskiestVM(t *testing.T) {
+	p := headroomPolicy(t, nil)
+	s := snap(2, [3]float64{0, 3000, 870}, [3]float64{0, 1500, 870})
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 50, 3000, 3000)   // steady
+	f = fc(s, f, 1, 2500, 2500, 2500) // climbing: its 90 % bound is far above its mean
+	plan := Decide(s, f, p, nil)
+	if len(plan.Moves) == 0 || plan.Moves[0].VMInstanceID != "vm1" {
+		t.Fatalf("moves %+v: want the climbing vm1 first", plan.Moves)
+	}
+	// Twice as slow to move, the climbing VM no longer wins.
+	s.VMs[0].MigrationSeconds, s.VMs[1].MigrationSeconds = 10, 40
+	if plan := Decide(s, f, p, nil); len(plan.Moves) == 0 || plan.Moves[0].VMInstanceID != "vm0" {
+		t.Fatalf("moves %+v: want vm0 when vm1 takes 4x as long", plan.Moves)
+	}
+}
