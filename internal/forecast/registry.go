@@ -20,12 +20,20 @@ type Model interface {
 type Params struct {
 	Step    float64 // seconds between samples
 	Horizon int     // steps
+	Day     float64 // seconds in the daily cycle; 0 is 86400
 }
 
 // day and week are the seasonal periods in samples, or 0 when the step does
 // not divide them into at least a few samples.
-func (p Params) day() int  { return period(86400, p.Step) }
-func (p Params) week() int { return period(7*86400, p.Step) }
+func (p Params) day() int  { return period(p.daySeconds(), p.Step) }
+func (p Params) week() int { return period(7*p.daySeconds(), p.Step) }
+
+func (p Params) daySeconds() float64 {
+	if p.Day > 0 {
+		return p.Day
+	}
+	return 86400
+}
 
 func period(sec, step float64) int {
 	if step <= 0 {

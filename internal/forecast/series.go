@@ -15,6 +15,10 @@ type Config struct {
 	Capacity int       // history samples kept per series (at least 128); default a week plus 64
 	Levels   []float64 // confidences whose bounds are calibrated; others interpolate
 	Model    string    // registered model name; default "default"
+	// Day is the length of the daily cycle in seconds (default 86400); the weekly
+	// cycle is seven of them. A lab that replays a day in minutes sets it so the
+	// seasonal models see the compressed cycle.
+	Day float64
 	// LearnRate is the calibration step in units of the error scale. Larger
 	// converges faster after a change, smaller gives steadier bounds.
 	LearnRate float64
@@ -56,10 +60,13 @@ func (c Config) shared() (*shared, error) {
 	if c.Step < 0 || math.IsNaN(c.Step) {
 		return nil, fmt.Errorf("forecast: step %v must be positive", c.Step)
 	}
+	if c.Day < 0 || math.IsNaN(c.Day) || math.IsInf(c.Day, 0) {
+		return nil, fmt.Errorf("forecast: day %v seconds must be positive", c.Day)
+	}
 	if c.Horizon < 0 || c.Horizon > 1024 {
 		return nil, fmt.Errorf("forecast: horizon %d steps out of 1..1024", c.Horizon)
 	}
-	p := Params{Step: c.Step, Horizon: c.Horizon}
+	p := Params{Step: c.Step, Horizon: c.Horizon, Day: c.Day}
 	if c.Capacity == 0 {
 		c.Capacity = max(p.week(), p.day(), 0) + 64
 	}

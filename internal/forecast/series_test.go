@@ -3,6 +3,7 @@ package forecast
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -152,6 +153,29 @@ func TestSeasonalJoinsTheBlendOnADailyCycle(t *testing.T) {
 	// spikes recur daily, so the blend, not knowing when, keeps some of both.
 	if withDay > 0.65*level {
 		t.Errorf("default MAE %.4f on a daily cycle, median24 %.4f: the seasonal model did not take over", withDay, level)
+	}
+}
+
+// A day compressed to 60 s at 3 s steps (a lab replaying a daily pattern):
+// with Config.Day set the seasonal models see the 20-sample cycle; without it
+// the blend is a level model.
+func TestCompressedDay(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	x := make([]float32, 10*20)
+	for i := range x {
+		v := 0.1 + 0.01*rng.NormFloat64()
+		if i%20 >= 14 {
+			v += 0.6
+		}
+		x[i] = float32(v)
+	}
+	_, day := coverage(t, Config{Step: 3, Horizon: 4, Day: 60}, x, 3*20, nil)
+	_, none := coverage(t, Config{Step: 3, Horizon: 4}, x, 3*20, nil)
+	if day > 0.5*none {
+		t.Errorf("MAE %.4f with a 60 s day, %.4f without: the seasonal model did not take over", day, none)
+	}
+	if _, err := NewSeries(Config{Day: -1}); err == nil || !strings.Contains(err.Error(), "day") {
+		t.Errorf("negative day: %v", err)
 	}
 }
 
