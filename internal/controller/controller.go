@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -364,9 +363,8 @@ func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig h
 	if o := mig.Options(); o.PredictedSeconds > 0 || o.PredictedDowntime > 0 {
 		e.Options = &o
 	}
-	if errors.Is(err, hypervisor.ErrNotVerified) && movedDespite(res, mig) {
+	if err == nil && len(res.Where.Unreachable) > 0 {
 		e.Message = "verified on the source and target; not asked: " + strings.Join(res.Where.Unreachable, ", ")
-		err = nil
 	}
 	if err != nil {
 		e.Error = err.Error()
@@ -384,17 +382,6 @@ func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig h
 		c.lastMove[mig.VM()] = c.now()
 	}
 	c.mu.Unlock()
-}
-
-// movedDespite reports whether a completed move that the driver could not verify,
-// because some host did not answer where the VM runs, did move: the two hosts
-// that matter answered, and the VM runs on the target and not on the source. One
-// host down elsewhere must not turn every move in the cluster into a failure.
-func movedDespite(res hypervisor.Result, mig hypervisor.Migration) bool {
-	w := res.Where
-	return res.Phase == hypervisor.PhaseCompleted && len(w.Unreachable) > 0 && w.Host == mig.Target() &&
-		!w.States[mig.Source()].Active() && !slices.Contains(w.Unreachable, mig.Source()) &&
-		!slices.Contains(w.Unreachable, mig.Target())
 }
 
 // Wait blocks until every migration this controller started has ended.

@@ -171,6 +171,11 @@ func TestUnreachableHostIsLoggedAndOthersServed(t *testing.T) {
 	if h := where(t, d)[cy.Started[0]]; h != "b" {
 		t.Errorf("moved to %s, want b (c is down)", h)
 	}
+	// Verified by the two hosts that matter; c's silence is noted, not a failure.
+	ends, _ := log.List(store.Filter{VM: cy.Started[0], Kind: store.MigrationEnd})
+	if len(ends) != 1 || ends[0].State != string(hypervisor.PhaseCompleted) || ends[0].Error != "" || !strings.Contains(ends[0].Message, "not asked: c") {
+		t.Errorf("end events %+v: want completed, noting that c was not asked", ends)
+	}
 }
 
 func TestRefusedAndFailedMigrationsAreLogged(t *testing.T) {

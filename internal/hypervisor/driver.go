@@ -34,7 +34,11 @@ type Driver interface {
 	// Abort cancels vm's migration in flight, whether or not this process started
 	// it. ErrNoMigration if there is none; post-copy moves cannot be aborted.
 	Abort(ctx context.Context, vm string) error
-	// Locate asks every host about vm and says where it runs.
+	// Locate asks every host about vm and says where it runs. It answers from
+	// the hosts it can reach: a VM running on one of them is found (hosts that
+	// did not answer are listed in Location.Unreachable, without an error). Only
+	// when no reachable host runs it and some host could not be asked is the
+	// answer uncertain: ErrLocationUnknown, wrapping the hosts' errors.
 	Locate(ctx context.Context, vm string) (Location, error)
 	// Close releases connections. Migrations in flight carry on in the hypervisors.
 	Close() error
@@ -133,10 +137,10 @@ type Stats struct {
 	VMs   []VMStats   `json:"vms"`
 }
 
-// Location is where a VM is, as every host reports it.
+// Location is where a VM is, as the hosts that answered report it.
 type Location struct {
 	VM string `json:"vm"`
-	// Host runs the VM; empty if none does.
+	// Host runs the VM; empty if none does or the answer is uncertain.
 	Host string `json:"host"`
 	// States holds the VM's state on each host that knows it (including inactive
 	// definitions); hosts that could not be asked are in Unreachable.
@@ -198,7 +202,8 @@ type Result struct {
 	Progress
 	// Wall is the time from Migrate to the end, as the controller saw it.
 	Wall time.Duration `json:"wall"`
-	// Verified: afterwards the VM ran on the target and on no other host.
+	// Verified: afterwards the VM ran on the target, and the source answered that
+	// it no longer runs there. Hosts that did not answer are in Where.Unreachable.
 	Verified bool     `json:"verified"`
 	Where    Location `json:"where"`
 }
@@ -225,18 +230,20 @@ type Migration interface {
 
 // Errors the drivers return, to test with errors.Is.
 var (
-	ErrUnreachable   = errors.New("host unreachable")
-	ErrUnknownHost   = errors.New("unknown host")
-	ErrVMNotFound    = errors.New("vm not found")
-	ErrNoMigration   = errors.New("no migration in flight")
-	ErrBusy          = errors.New("vm is already migrating")
-	ErrBadOptions    = errors.New("bad migration options")
-	ErrNotVerified   = errors.New("migration finished but the vm is not (only) on the target")
-	ErrAborted       = errors.New("migration cancelled")
-	ErrCannotAbort   = errors.New("migration cannot be aborted")
-	ErrSameHost      = errors.New("vm already runs on the target host")
-	ErrSplitBrain    = errors.New("vm runs on more than one host")
-	ErrMigrateFailed = errors.New("migration failed")
+	ErrUnreachable = errors.New("host unreachable")
+	ErrUnknownHost = errors.New("unknown host")
+	ErrVMNotFound  = errors.New("vm not found")
+	ErrNoMigration = errors.New("no migration in flight")
+	ErrBusy        = errors.New("vm is already migrating")
+	ErrBadOptions  = errors.New("bad migration options")
+	ErrNotVerified = errors.New("migration finished but the vm is not (only) on the target")
+	ErrAborted     = errors.New("migration cancelled")
+	ErrCannotAbort = errors.New("migration cannot be aborted")
+	ErrSameHost    = errors.New("vm already runs on the target host")
+	ErrSplitBrain  = errors.New("vm runs on more than one host")
+	// ErrLocationUnknown: no host that answered runs the VM, and some did not answer.
+	ErrLocationUnknown = errors.New("vm location unknown")
+	ErrMigrateFailed   = errors.New("migration failed")
 )
 
 // HostError is a failure to talk to one host.

@@ -412,11 +412,18 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 
 // Locate implements hypervisor.Driver.
 func (d *Driver) Locate(ctx context.Context, vm string) (hypervisor.Location, error) {
-	loc := hypervisor.Location{VM: vm, States: map[string]hypervisor.VMState{}}
+	loc, _, err := d.locate(ctx, vm)
+	return loc, err
+}
+
+// locate is Locate that also returns each host's error (nil if it answered).
+func (d *Driver) locate(ctx context.Context, vm string) (hypervisor.Location, []error, error) {
+	ids := make([]string, len(d.hosts))
 	states := make([]hypervisor.VMState, len(d.hosts))
-	err := d.eachHost(func(i int, h *host) error {
-		states[i] = hypervisor.StateNotFound
-		return h.call(ctx, "locate", func(c *lv.Libvirt) error {
+	errs := make([]error, len(d.hosts))
+	d.eachHost(func(i int, h *host) error {
+		ids[i], states[i] = h.cfg.ID, hypervisor.StateNotFound
+		errs[i] = h.call(ctx, "locate", func(c *lv.Libvirt) error {
 			dom, err := c.DomainLookupByName(vm)
 			if lv.IsNotFound(err) {
 				return nil
@@ -434,23 +441,36 @@ func (d *Driver) Locate(ctx context.Context, vm string) (hypervisor.Location, er
 			states[i] = stateOf(st)
 			return nil
 		})
+		return errs[i]
 	})
+	loc, err := locateFrom(vm, ids, states, errs)
+	return loc, errs, err
+}
+
+// locateFrom works out where vm runs from each host's answer: states[i] from
+// host ids[i], unless errs[i] says it could not be asked. A VM running on a host
+// that answered is found whatever the others did; a paused copy alone is not
+// conclusive while a host is silent, since in post-copy or at a migration's
+// switch-over the running copy may be on the host that did not answer.
+func locateFrom(vm string, ids []string, states []hypervisor.VMState, errs []error) (hypervisor.Location, error) {
+	loc := hypervisor.Location{VM: vm, States: map[string]hypervisor.VMState{}}
 	var running, active []string
-	for i, h := range d.hosts {
-		var he *hypervisor.HostError
-		if err != nil && errors.As(hostErr(err, h.cfg.ID), &he) {
-			loc.Unreachable = append(loc.Unreachable, h.cfg.ID)
+	var silent []error
+	for i, id := range ids {
+		if errs[i] != nil {
+			loc.Unreachable = append(loc.Unreachable, id)
+			silent = append(silent, errs[i])
 			continue
 		}
 		if states[i] == hypervisor.StateNotFound {
 			continue
 		}
-		loc.States[h.cfg.ID] = states[i]
+		loc.States[id] = states[i]
 		if states[i] == hypervisor.StateRunning {
-			running = append(running, h.cfg.ID)
+			running = append(running, id)
 		}
 		if states[i].Active() {
-			active = append(active, h.cfg.ID)
+			active = append(active, id)
 		}
 	}
 	switch {
@@ -458,35 +478,15 @@ func (d *Driver) Locate(ctx context.Context, vm string) (hypervisor.Location, er
 		return loc, fmt.Errorf("%w: %s on %v", hypervisor.ErrSplitBrain, vm, running)
 	case len(running) == 1:
 		loc.Host = running[0]
+	case len(silent) > 0:
+		return loc, fmt.Errorf("%w: %s runs on no host that answered (states %v); not asked: %s: %w",
+			hypervisor.ErrLocationUnknown, vm, loc.States, strings.Join(loc.Unreachable, ", "), errors.Join(silent...))
 	case len(active) == 1:
 		loc.Host = active[0] // paused, on one host only
-	}
-	if err == nil && len(loc.States) == 0 {
+	case len(loc.States) == 0:
 		return loc, fmt.Errorf("%w: %s", hypervisor.ErrVMNotFound, vm)
 	}
-	return loc, err
-}
-
-// hostErr picks host id's error out of a joined error, or nil.
-func hostErr(err error, id string) error {
-	var found error
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil || found != nil {
-			return
-		}
-		if he, ok := e.(*hypervisor.HostError); ok && he.Host == id {
-			found = he
-			return
-		}
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-		}
-	}
-	walk(err)
-	return found
+	return loc, nil
 }
 
 // Close implements hypervisor.Driver.

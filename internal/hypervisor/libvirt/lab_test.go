@@ -395,6 +395,37 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
+// TestMigrationWithAHostDown: one configured host does not answer (its address
+// refuses connections). A move between two others is still verified, and Locate
+// answers from the hosts that did answer, naming the silent one.
+func TestMigrationWithAHostDown(t *testing.T) {
+	l := lab.Shared(t)
+	l.BootVM(t, 1, lab.VMSpec{Name: "down", Args: "headroom.cpu=0.1 headroom.dirty_mib=4 headroom.dirty_rate=2"})
+	defer stopVM(t, l, "down")
+	var hosts []libvirt.HostConfig
+	for _, h := range l.Hosts {
+		hosts = append(hosts, libvirt.HostConfig{ID: h.ID, URI: h.URI(), MigrateURI: h.MigrateURI()})
+	}
+	hosts = append(hosts, libvirt.HostConfig{ID: "dead", URI: "qemu+tcp://" + lab.Subnet + ".254/system"})
+	d, err := libvirt.New(libvirt.Config{Hosts: hosts, Dial: l.Dial, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	loc, err := d.Locate(ctx, "down")
+	if err != nil || loc.Host != "host1" || len(loc.Unreachable) != 1 || loc.Unreachable[0] != "dead" {
+		t.Fatalf("locate before the move: %+v, %v; want host1 with dead not asked, no error", loc, err)
+	}
+	res := migrate(t, d, "down", "host2", model.StateTransferOptions{MaxDowntimeMs: 300})
+	if len(res.Where.Unreachable) != 1 || res.Where.Unreachable[0] != "dead" {
+		t.Errorf("result location %+v: want dead listed as not asked", res.Where)
+	}
+	if _, err := d.Locate(ctx, "nosuchvm"); !errors.Is(err, hypervisor.ErrLocationUnknown) || !strings.Contains(err.Error(), "dead") {
+		t.Errorf("locate a VM no answering host has: %v; want an uncertain answer naming dead", err)
+	}
+}
+
 // TestUnixURI reaches a lab host's libvirtd over its unix socket.
 func TestUnixURI(t *testing.T) {
 	l := lab.Shared(t)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,15 +141,17 @@ func (d *Driver) Migrate(ctx context.Context, vm, target string, opts model.Stat
 }
 
 func (d *Driver) startMigration(ctx context.Context, vm string, dst *host, opts model.StateTransferOptions) (*migration, error) {
-	loc, err := d.Locate(ctx, vm)
+	loc, errs, err := d.locate(ctx, vm)
 	if loc.Host == "" {
 		if err == nil {
 			err = fmt.Errorf("%w: %s runs nowhere", hypervisor.ErrVMNotFound, vm)
 		}
 		return nil, err
 	}
-	if slicesContains(loc.Unreachable, dst.cfg.ID) {
-		return nil, hostErr(err, dst.cfg.ID)
+	for i, h := range d.hosts {
+		if h == dst && errs[i] != nil {
+			return nil, errs[i]
+		}
 	}
 	if loc.Host == dst.cfg.ID {
 		return nil, fmt.Errorf("%w: %s on %s", hypervisor.ErrSameHost, vm, dst.cfg.ID)
@@ -217,15 +220,6 @@ func unwrapBusy(err error) error {
 		}
 	}
 	return err
-}
-
-func slicesContains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // progressOf reads job stats into a Progress.
@@ -423,10 +417,12 @@ func (m *migration) finish(perr error, last hypervisor.Progress, dataAt time.Dur
 	loc, lerr := d.Locate(ctx, m.VM())
 	res.Where = loc
 	if perr == nil {
-		// Verified: running on the target, and no longer active on the source.
-		res.Verified = lerr == nil && loc.Host == m.dst.cfg.ID && !loc.States[m.src.cfg.ID].Active()
+		// Verified: running on the target, and the source says it no longer runs
+		// there. Other hosts being silent does not matter: the VM runs on one host.
+		res.Verified = lerr == nil && loc.Host == m.dst.cfg.ID && !loc.States[m.src.cfg.ID].Active() &&
+			!slices.Contains(loc.Unreachable, m.src.cfg.ID)
 		if !res.Verified {
-			err = fmt.Errorf("%w: %s is at %q, states %v (%v)", hypervisor.ErrNotVerified, m.VM(), loc.Host, loc.States, lerr)
+			err = fmt.Errorf("%w: %s is at %q, states %v, not asked %v (%v)", hypervisor.ErrNotVerified, m.VM(), loc.Host, loc.States, loc.Unreachable, lerr)
 		}
 	}
 	// Setup is all the job's time before data moved, QEMU's setup included.

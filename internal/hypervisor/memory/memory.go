@@ -310,7 +310,7 @@ func (d *Driver) locate(vm string) (hypervisor.Location, error) {
 		}
 	}
 	if d.unreachable[r.vm.Host] {
-		return loc, d.reach(r.vm.Host, "locate")
+		return loc, fmt.Errorf("%w: %s runs on no host that answered: %w", hypervisor.ErrLocationUnknown, vm, d.reach(r.vm.Host, "locate"))
 	}
 	loc.States[r.vm.Host] = r.vm.State
 	if r.vm.State.Active() {

@@ -163,3 +163,19 @@ func TestRealtime(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLocateWithAHostDown: a VM on a reachable host is found whatever another
+// host says; one on the silent host is uncertain, not gone.
+func TestLocateWithAHostDown(t *testing.T) {
+	ctx := context.Background()
+	d := cluster(t)
+	d.SetUnreachable("h1", true)
+	if loc, err := d.Locate(ctx, "a"); err != nil || loc.Host != "h0" || len(loc.Unreachable) != 1 || loc.Unreachable[0] != "h1" {
+		t.Fatalf("h1 down: %+v %v", loc, err)
+	}
+	d.SetUnreachable("h1", false)
+	d.SetUnreachable("h0", true)
+	if loc, err := d.Locate(ctx, "a"); !errors.Is(err, hypervisor.ErrLocationUnknown) || !errors.Is(err, hypervisor.ErrUnreachable) || loc.Host != "" {
+		t.Fatalf("h0 down: %+v %v", loc, err)
+	}
+}
