@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -165,9 +166,19 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 			forecasts[i] = vm.Forecast(steps, fp.Confidence())
 		}
 	}
+	// The dirty rate of each VM where the snapshot has it: a migration target's
+	// incoming copy measures nothing.
+	type onHost struct{ vm, host string }
+	measured := map[onHost]hypervisor.VMStats{}
 	for _, vs := range stats.VMs {
-		if vs.Interval > 0 {
-			c.dirty.VM(vs.VM).Observe(model.CPU, vs.DirtyMiBps)
+		measured[onHost{vs.VM, vs.Host}] = vs
+	}
+	for _, v := range snap.VMs {
+		if v.Host < 0 {
+			continue
+		}
+		if vs, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && vs.Interval > 0 {
+			c.dirty.VM(v.ID).Observe(model.CPU, vs.DirtyMiBps)
 		}
 	}
 	plan := core.Decide(&snap, forecasts, c.pol, requests(inflight))
@@ -203,8 +214,8 @@ func (c *Controller) decorate(snap *model.Snapshot, inflight map[string]hypervis
 		if m, ok := inflight[vm.ID]; ok {
 			// A move that ended since inflight was taken may show the VM on its
 			// target already.
-			if h, ok := hostIx[m.Target()]; ok && h != vm.Host {
-				vm.MigratingTo = []int{h}
+			if h, ok := hostIx[m.Target()]; ok && h != vm.Host && !slices.Contains(vm.MigratingTo, h) {
+				vm.MigratingTo = append(vm.MigratingTo, h)
 				snap.Hosts[h].VMs = append(snap.Hosts[h].VMs, i)
 			}
 		}

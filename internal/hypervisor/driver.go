@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/headroom/headroom/internal/model"
@@ -25,9 +26,13 @@ type Driver interface {
 	// VMs lists the running (or paused) VMs on every reachable host. The error is a
 	// *HostError (or several, joined) for hosts that could not be asked.
 	VMs(ctx context.Context) ([]VM, error)
-	// Stats samples every running VM and host. Rates and utilisation cover the
-	// interval since the previous Stats call; a VM's first sample on a host has
-	// Interval 0 and no rates. Partial results come with a *HostError.
+	// Stats samples every running VM and host. A VM's rates and utilisation cover
+	// exactly its Interval, which ends at its sample's Time: normally the time
+	// since the previous Stats call. Interval 0 means no rates: the VM's first
+	// sample on a host, in a new QEMU process, or since it started running there
+	// (an incoming migration); or a sample a driver could not time well enough (too
+	// soon after the last, or a call held up), which leaves the earlier sample as
+	// the base of the next rate. Partial results come with a *HostError.
 	Stats(ctx context.Context) (Stats, error)
 	// Migrate starts a live migration of vm to the target host and returns at once.
 	Migrate(ctx context.Context, vm, target string, opts model.StateTransferOptions) (Migration, error)
@@ -93,9 +98,14 @@ type VMStats struct {
 	Time     time.Time     `json:"time"`
 	Interval time.Duration `json:"interval"` // 0: first sample, rates unknown
 	VCPUs    int           `json:"vcpus"`
-	// CPUUtil is the CPU time used per second of wall time, divided by the vCPUs
-	// (0..1; host CPU time of QEMU's vCPU and emulator threads alike).
-	CPUUtil    float64 `json:"cpu_util"`
+	// CPUUtil is the VM's CPU use as a share of its vCPUs, 0..1: CPUCores over
+	// VCPUs, capped at 1 because a vCPU cannot use more than a core, and the
+	// decision core sizes and places a VM by its vCPUs.
+	CPUUtil float64 `json:"cpu_util"`
+	// CPUCores is the host CPU time QEMU used per second of Interval, all its
+	// threads: emulator, I/O and migration work can take it past VCPUs. It is
+	// the VM's share of the host's load (HostStats.CPUUtil), not guest demand.
+	CPUCores   float64 `json:"cpu_cores"`
 	CPUSeconds float64 `json:"cpu_seconds"` // cumulative, since the VM started on this host
 	MemMiB     float64 `json:"mem_mib"`     // current balloon size, what the guest may use
 	RSSMiB     float64 `json:"rss_mib"`     // resident on the host
@@ -124,7 +134,7 @@ func (s VMStats) Demand(size model.Resources) model.Resources {
 // HostStats is one host's load: the sum of its VMs'.
 type HostStats struct {
 	Host string `json:"host"`
-	// CPUUtil is the VMs' CPU time over the host's cores (0..1).
+	// CPUUtil is the VMs' CPU time (CPUCores, uncapped) over the host's cores.
 	CPUUtil    float64 `json:"cpu_util"`
 	MemUsedMiB float64 `json:"mem_used_mib"`
 	VMs        int     `json:"vms"`
@@ -268,6 +278,11 @@ func Execute(ctx context.Context, d Driver, req model.MigrationRequest) (Migrati
 // Snapshot turns a driver's view into the decision core's: hosts in the order given,
 // VMs with their demand from stats, host utilisation as CPU demand over capacity.
 // now is the snapshot's Time.
+//
+// A VM listed on two hosts is migrating between them: it appears once, on the host
+// where it runs (the first listed if neither or both run it), with the other host
+// in MigratingTo, since it holds room on both until the move ends. Its demand is
+// from its own host's stats: a target's incoming QEMU is not the VM's load.
 func Snapshot(now float64, hosts []Host, vms []VM, st Stats) model.Snapshot {
 	snap := model.Snapshot{Time: now}
 	hidx := map[string]int{}
@@ -277,31 +292,55 @@ func Snapshot(now float64, hosts []Host, vms []VM, st Stats) model.Snapshot {
 			ID: h.ID, Capacity: h.Capacity, PEs: h.PEs, PEMIPS: h.PEMIPS, VMs: []int{},
 		})
 	}
-	byVM := map[string]VMStats{}
+	type onHost struct{ vm, host string }
+	stats := map[onHost]VMStats{}
 	for _, s := range st.VMs {
-		byVM[s.VM] = s
+		stats[onHost{s.VM, s.Host}] = s
 	}
-	for _, v := range vms {
+	primary := map[string]int{} // VM ID: the index in vms of the copy that stands for it
+	for i, v := range vms {
+		j, seen := primary[v.ID]
+		if !seen || (v.State == StateRunning && vms[j].State != StateRunning) {
+			primary[v.ID] = i
+		}
+	}
+	at := map[string]int{} // VM ID: its index in snap.VMs
+	for i, v := range vms {
+		if primary[v.ID] != i {
+			continue
+		}
 		hi, ok := hidx[v.Host]
 		if !ok {
 			hi = -1
 		}
 		mv := model.VM{ID: v.ID, Host: hi, Size: v.Size, VCPU: v.VCPUs}
-		if s, ok := byVM[v.ID]; ok {
+		if s, ok := stats[onHost{v.ID, v.Host}]; ok {
 			mv.Demand = s.Demand(v.Size)
 			mv.DirtyRate = s.DirtyMiBps * 1.048576 // MiB/s to MB/s
 			if s.Interval > 0 {
 				mv.History = []float64{s.CPUUtil}
 			}
 		}
-		i := len(snap.VMs)
+		at[v.ID] = len(snap.VMs)
 		snap.VMs = append(snap.VMs, mv)
 		if hi >= 0 {
 			h := &snap.Hosts[hi]
-			h.VMs = append(h.VMs, i)
+			h.VMs = append(h.VMs, at[v.ID])
 			if h.Capacity.CPU > 0 {
 				h.Util += mv.Demand.CPU / h.Capacity.CPU
 			}
+		}
+	}
+	for i, v := range vms {
+		hi, ok := hidx[v.Host]
+		if primary[v.ID] == i || !ok {
+			continue
+		}
+		k := at[v.ID]
+		mv := &snap.VMs[k]
+		if hi != mv.Host && !slices.Contains(mv.MigratingTo, hi) {
+			mv.MigratingTo = append(mv.MigratingTo, hi)
+			snap.Hosts[hi].VMs = append(snap.Hosts[hi].VMs, k)
 		}
 	}
 	return snap

@@ -56,6 +56,11 @@ type Config struct {
 	CallTimeout time.Duration
 	// PollInterval is how often a migration's job stats are read; default 250 ms.
 	PollInterval time.Duration
+	// MinRateInterval is the shortest gap a rate is worked out over; default 1 s.
+	// A Stats call sooner after the last one reports no rates and leaves the
+	// earlier sample as the base, so a quick second caller cannot shrink the next
+	// interval to a sliver where CPU-time ticks (10 ms without cgroups) dominate.
+	MinRateInterval time.Duration
 }
 
 // Driver is a hypervisor.Driver over libvirt.
@@ -103,6 +108,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
+	}
+	if cfg.MinRateInterval <= 0 {
+		cfg.MinRateInterval = time.Second
 	}
 	d := &Driver{cfg: cfg, prev: map[string]sample{}, migs: map[string]*migration{},
 		dirty: dirtyState{doms: map[string]*dirtyDom{}, statsOff: map[string]time.Time{}}}

@@ -13,14 +13,20 @@ import (
 )
 
 // counters are one domain's cumulative counters from the all-domain stats call.
+// The has* flags say a group was answered: libvirt leaves out what needs the
+// domain's job when another job holds it (we ask it not to wait).
 type counters struct {
 	state      int
 	cpuNs      uint64 // cpu.time
+	hasCPU     bool
 	vcpus      int
 	balloonKiB uint64 // balloon.current
 	rssKiB     uint64 // balloon.rss
+	hasRSS     bool
 	rx, tx     uint64 // sum of net.<i>.rx.bytes / tx.bytes
+	hasNet     bool
 	rd, wr     uint64 // sum of block.<i>.rd.bytes / wr.bytes
+	hasBlock   bool
 	// dirtyrate.*: QEMU's last calculation, if the stats group is answered.
 	dirtyMiBps     float64
 	hasDirty       bool
@@ -29,11 +35,25 @@ type counters struct {
 	dirtyStart     int64
 }
 
-// sample is what the driver keeps between Stats calls to turn counters into rates.
+// sample is one domain's counters as one stats call read them: what the driver
+// keeps between Stats calls to turn counters into rates.
 type sample struct {
-	t time.Time
-	c counters
+	// t is when the counters were read, which libvirt does not say: the middle
+	// of the call. slack is half the call's length, how far t may be off.
+	t     time.Time
+	slack time.Duration
+	id    int32 // libvirt's domain ID: each QEMU process gets a new one
+	c     counters
 }
+
+// running reports whether the sample's domain was running (not paused, as an
+// incoming migration is until it completes).
+func (s sample) running() bool { return stateOf(int32(s.c.state)) == hypervisor.StateRunning }
+
+// maxTimingError is the largest share of an interval the two calls' slack may
+// be before a rate is refused: a call held up for seconds, followed by a quick
+// one, would otherwise report the CPU time of the whole wait over the short gap.
+const maxTimingError = 0.1
 
 // num reads a typed parameter as a number.
 func num(v lv.TypedParamValue) (float64, bool) {
@@ -78,13 +98,13 @@ func parseRecord(params []lv.TypedParam) counters {
 			x, _ := num(p.Value)
 			c.state = int(x)
 		case "cpu.time":
-			c.cpuNs = unum(p.Value)
+			c.cpuNs, c.hasCPU = unum(p.Value), true
 		case "vcpu.current":
 			c.vcpus = int(unum(p.Value))
 		case "balloon.current":
 			c.balloonKiB = unum(p.Value)
 		case "balloon.rss":
-			c.rssKiB = unum(p.Value)
+			c.rssKiB, c.hasRSS = unum(p.Value), true
 		case lv.DomainStatsDirtyrateMegabytesPerSecond:
 			x, _ := num(p.Value)
 			c.dirtyMiBps, c.hasDirty = x, true
@@ -109,61 +129,98 @@ func parseRecord(params []lv.TypedParam) counters {
 			switch dev + "." + field {
 			case "net.rx.bytes":
 				c.rx += unum(p.Value)
+				c.hasNet = true
 			case "net.tx.bytes":
 				c.tx += unum(p.Value)
+				c.hasNet = true
 			case "block.rd.bytes":
 				c.rd += unum(p.Value)
+				c.hasBlock = true
 			case "block.wr.bytes":
 				c.wr += unum(p.Value)
+				c.hasBlock = true
 			}
 		}
 	}
 	return c
 }
 
-// rates turns two samples of one VM into its VMStats. A counter that went backwards
-// means a new QEMU process (a restart): the sample counts as a first one.
-func rates(vm, host string, now time.Time, cur counters, prev *sample) hypervisor.VMStats {
+// rates turns a domain's new sample into its VMStats, with rates over the time
+// since prev, and returns the sample to keep as the base of the next rate.
+//
+// There are no rates (Interval 0) and cur becomes the base when there is no
+// prev, when cur comes from a new QEMU process (its domain ID changed or its
+// CPU time went backwards), or when the domain runs now but did not at prev: an
+// incoming migration's QEMU counts the CPU it spent receiving the VM, which is
+// not the guest's load. There are no rates either, but the base stays or is
+// the better-timed of the two, when the gap is shorter than minInterval or the
+// calls were too slow to say when the counters were read.
+func rates(vm, host string, cur sample, prev *sample, minInterval time.Duration) (hypervisor.VMStats, sample) {
 	s := hypervisor.VMStats{
-		VM: vm, Host: host, Time: now, VCPUs: cur.vcpus,
-		CPUSeconds: float64(cur.cpuNs) / 1e9,
-		MemMiB:     float64(cur.balloonKiB) / 1024,
-		RSSMiB:     float64(cur.rssKiB) / 1024,
+		VM: vm, Host: host, Time: cur.t, VCPUs: cur.c.vcpus,
+		CPUSeconds: float64(cur.c.cpuNs) / 1e9,
+		MemMiB:     float64(cur.c.balloonKiB) / 1024,
+		RSSMiB:     float64(cur.c.rssKiB) / 1024,
 	}
-	if cur.hasDirty {
-		s.DirtyMiBps = cur.dirtyMiBps
+	if cur.c.hasDirty {
+		s.DirtyMiBps = cur.c.dirtyMiBps
 	}
 	if prev == nil {
-		return s
+		return s, cur
 	}
-	p := prev.c
-	dt := now.Sub(prev.t)
-	if dt <= 0 || cur.cpuNs < p.cpuNs || cur.rx < p.rx || cur.tx < p.tx || cur.rd < p.rd || cur.wr < p.wr {
-		return s
+	p, c := prev.c, cur.c
+	if cur.id != prev.id || (c.hasCPU && p.hasCPU && c.cpuNs < p.cpuNs) || (cur.running() && !prev.running()) {
+		return s, cur
+	}
+	dt := cur.t.Sub(prev.t)
+	if dt < minInterval || dt <= 0 {
+		return s, *prev
+	}
+	if float64(prev.slack+cur.slack) > maxTimingError*float64(dt) {
+		if cur.slack < prev.slack {
+			return s, cur
+		}
+		return s, *prev
 	}
 	sec := dt.Seconds()
 	s.Interval = dt
-	n := max(cur.vcpus, 1)
-	s.CPUUtil = float64(cur.cpuNs-p.cpuNs) / 1e9 / sec / float64(n)
-	s.NetRxKBps = float64(cur.rx-p.rx) / 1024 / sec
-	s.NetTxKBps = float64(cur.tx-p.tx) / 1024 / sec
-	s.DiskRdKBps = float64(cur.rd-p.rd) / 1024 / sec
-	s.DiskWrKBps = float64(cur.wr-p.wr) / 1024 / sec
-	return s
+	if c.hasCPU && p.hasCPU {
+		// cpu.time counts all of QEMU's threads: emulator, I/O and migration
+		// work come on top of the vCPUs. The VM's utilisation is capped at its
+		// vCPUs (what the decision core can place); the host's keeps it all.
+		s.CPUCores = float64(c.cpuNs-p.cpuNs) / 1e9 / sec
+		s.CPUUtil = min(s.CPUCores/float64(max(c.vcpus, 1)), 1)
+	}
+	if c.hasNet && p.hasNet && c.rx >= p.rx && c.tx >= p.tx {
+		s.NetRxKBps = float64(c.rx-p.rx) / 1024 / sec
+		s.NetTxKBps = float64(c.tx-p.tx) / 1024 / sec
+	}
+	if c.hasBlock && p.hasBlock && c.rd >= p.rd && c.wr >= p.wr {
+		s.DiskRdKBps = float64(c.rd-p.rd) / 1024 / sec
+		s.DiskWrKBps = float64(c.wr-p.wr) / 1024 / sec
+	}
+	return s, cur
 }
 
 const statsWanted = lv.DomainStatsState | lv.DomainStatsCPUTotal | lv.DomainStatsBalloon |
 	lv.DomainStatsVCPU | lv.DomainStatsInterface | lv.DomainStatsBlock | lv.DomainStatsDirtyrate
+
+// statsFlags are the all-domain stats call's flags. NOWAIT: a domain whose job is
+// taken (the target of an incoming migration holds one for the whole move)
+// answers at once with what needs no job (state, CPU time, network) instead of
+// holding the call, and every other domain's counters with it, until the job ends.
+const statsCallFlags = lv.ConnectGetAllDomainsStatsActive | lv.ConnectGetAllDomainsStatsNowait
 
 // Stats implements hypervisor.Driver with one ConnectGetAllDomainStats call per
 // host. It also starts a dirty-rate calculation on each running VM (see
 // dirtyrate.go), whose result the next call reports.
 func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 	type hostSample struct {
-		t    time.Time
-		recs []lv.DomainStatsRecord
-		ni   *nodeInfo
-		ok   bool
+		t     time.Time
+		slack time.Duration
+		recs  []lv.DomainStatsRecord
+		ni    *nodeInfo
+		ok    bool
 	}
 	got := make([]hostSample, len(d.hosts))
 	err := d.eachHost(func(i int, h *host) error {
@@ -173,12 +230,14 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 		}
 		return h.call(ctx, "stats", func(c *lv.Libvirt) error {
 			want := d.statsFlags(h.cfg.ID, time.Now())
-			recs, err := c.ConnectGetAllDomainStats(nil, uint32(want), uint32(lv.ConnectGetAllDomainsStatsActive))
+			t0 := time.Now()
+			recs, err := c.ConnectGetAllDomainStats(nil, uint32(want), uint32(statsCallFlags))
 			if err != nil && want&lv.DomainStatsDirtyrate != 0 {
 				// A QEMU without query-dirty-rate fails the whole call: the other
 				// stats matter more, so ask again without it and remember.
 				var err2 error
-				recs, err2 = c.ConnectGetAllDomainStats(nil, uint32(want&^lv.DomainStatsDirtyrate), uint32(lv.ConnectGetAllDomainsStatsActive))
+				t0 = time.Now()
+				recs, err2 = c.ConnectGetAllDomainStats(nil, uint32(want&^lv.DomainStatsDirtyrate), uint32(statsCallFlags))
 				if err2 == nil {
 					d.dirtyStatsFailed(h.cfg.ID, time.Now())
 					err = nil
@@ -187,7 +246,8 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			if err != nil {
 				return err
 			}
-			got[i] = hostSample{t: time.Now(), recs: recs, ni: ni, ok: true}
+			half := time.Since(t0) / 2
+			got[i] = hostSample{t: t0.Add(half), slack: half, recs: recs, ni: ni, ok: true}
 			return nil
 		})
 	})
@@ -205,23 +265,25 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 		hs := hypervisor.HostStats{Host: id}
 		seen := map[string]bool{}
 		seenDirty := map[string]bool{}
-		var cpuSec float64
-		var interval time.Duration
+		var cores float64 // CPU time per second, all of QEMU's threads
 		for _, r := range g.recs {
 			key := id + "/" + r.Dom.Name
 			seen[key] = true
-			cur := parseRecord(r.Params)
+			cur := sample{t: g.t, slack: g.slack, id: r.Dom.ID, c: parseRecord(r.Params)}
 			var prev *sample
 			if p, ok := d.prev[key]; ok {
 				prev = &p
+				if !cur.c.hasRSS && p.c.hasRSS && p.id == cur.id {
+					cur.c.rssKiB, cur.c.hasRSS = p.c.rssKiB, true // the last known, while the job is busy
+				}
 			}
-			vs := rates(r.Dom.Name, id, g.t, cur, prev)
-			d.prev[key] = sample{t: g.t, c: cur}
+			vs, base := rates(r.Dom.Name, id, cur, prev, d.cfg.MinRateInterval)
+			d.prev[key] = base
 			dk := dirtyKey(id, r.Dom)
 			seenDirty[dk] = true
 			_, migrating := d.migs[r.Dom.Name]
-			running := stateOf(int32(cur.state)) == hypervisor.StateRunning && !migrating
-			rate, ok, kick := d.dirtyRate(dk, cur, running, g.t)
+			running := cur.running() && !migrating
+			rate, ok, kick := d.dirtyRate(dk, cur.c, running, g.t)
 			vs.DirtyMiBps = 0
 			if ok {
 				vs.DirtyMiBps = rate
@@ -237,13 +299,10 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 				mem = vs.MemMiB
 			}
 			hs.MemUsedMiB += mem
-			if vs.Interval > 0 {
-				cpuSec += vs.CPUUtil * float64(max(vs.VCPUs, 1)) * vs.Interval.Seconds()
-				interval = max(interval, vs.Interval)
-			}
+			cores += vs.CPUCores
 		}
-		if interval > 0 && g.ni.cpus > 0 {
-			hs.CPUUtil = cpuSec / interval.Seconds() / float64(g.ni.cpus)
+		if g.ni.cpus > 0 {
+			hs.CPUUtil = cores / float64(g.ni.cpus)
 		}
 		for k := range d.prev {
 			if strings.HasPrefix(k, id+"/") && !seen[k] {

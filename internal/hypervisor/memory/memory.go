@@ -271,7 +271,7 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 		}
 		st.VMs = append(st.VMs, hypervisor.VMStats{
 			VM: id, Host: r.vm.Host, Time: d.now, Interval: iv, VCPUs: r.vm.VCPUs,
-			CPUUtil: cpu, CPUSeconds: 0, MemMiB: r.vm.MemMiB, RSSMiB: mem,
+			CPUUtil: cpu, CPUCores: cpu * float64(r.vm.VCPUs), MemMiB: r.vm.MemMiB, RSSMiB: mem,
 			NetRxKBps: u.NetKBps / 2, NetTxKBps: u.NetKBps / 2,
 			DiskRdKBps: u.DiskKBps / 2, DiskWrKBps: u.DiskKBps / 2,
 			DirtyMiBps: u.DirtyMiBps,
