@@ -44,7 +44,9 @@ type Controller struct {
 	pending  map[string]model.MigrationRequest
 	approved map[string]bool
 	lastMove map[string]time.Time
-	wg       sync.WaitGroup
+	// lastCPU is each VM's CPU demand at its last sample with a rate.
+	lastCPU map[string]float64
+	wg      sync.WaitGroup
 }
 
 // New builds a controller. The policy comes from cfg.Policy.
@@ -72,7 +74,7 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now,
 		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
-		approved: map[string]bool{}, lastMove: map[string]time.Time{}}, nil
+		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastCPU: map[string]float64{}}, nil
 }
 
 func (c *Controller) record(e store.Event) {
@@ -152,6 +154,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	snap.Interval = c.cfg.Interval.Seconds()
 	snap.Rules = c.cfg.Rules
 	cy.Snapshot = &snap
+	c.carryDemand(&snap)
 	c.decorate(&snap, inflight)
 
 	var forecasts []model.ResourceForecast
@@ -185,6 +188,37 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	cy.Plan = plan
 	cy.Started = c.act(ctx, &snap, plan, inflight)
 	return cy, nil
+}
+
+// carryDemand gives a VM whose sample has no rate this cycle (its first on the
+// host it just moved to, or one the driver could not time) the CPU demand of its
+// last rated sample instead of none: its load did not stop, and a host that
+// looks emptier than it is draws moves it cannot take.
+func (c *Controller) carryDemand(snap *model.Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{}
+	for i := range snap.VMs {
+		v := &snap.VMs[i]
+		seen[v.ID] = true
+		if len(v.History) > 0 {
+			c.lastCPU[v.ID] = v.Demand.CPU
+			continue
+		}
+		last, ok := c.lastCPU[v.ID]
+		if !ok || v.Host < 0 {
+			continue
+		}
+		if h := &snap.Hosts[v.Host]; h.Capacity.CPU > 0 {
+			h.Util += (last - v.Demand.CPU) / h.Capacity.CPU
+		}
+		v.Demand.CPU = last
+	}
+	for id := range c.lastCPU {
+		if !seen[id] {
+			delete(c.lastCPU, id)
+		}
+	}
 }
 
 // decorate adds what the driver does not know: power curves, labels, when each VM
@@ -518,6 +552,7 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 	snap := hypervisor.Snapshot(c.now().Sub(c.start).Seconds(), up, vms, stats)
 	snap.Interval = c.cfg.Interval.Seconds()
 	snap.Rules = c.cfg.Rules
+	c.carryDemand(&snap)
 	c.decorate(&snap, inflight)
 	hi := -1
 	for i := range snap.Hosts {

@@ -289,3 +289,44 @@ func TestDrainEmptiesAHostAndKeepsAntiAffinity(t *testing.T) {
 		t.Error("draining an unknown host must fail")
 	}
 }
+
+// unrated drops the rates of chosen VMs' samples, as a driver does for a VM's
+// first sample on the host it just moved to.
+type unrated struct {
+	hypervisor.Driver
+	vms map[string]bool
+}
+
+func (u unrated) Stats(ctx context.Context) (hypervisor.Stats, error) {
+	st, err := u.Driver.Stats(ctx)
+	for i := range st.VMs {
+		if s := &st.VMs[i]; u.vms[s.VM] {
+			s.Interval, s.CPUUtil, s.CPUCores = 0, 0, 0
+		}
+	}
+	return st, err
+}
+
+// TestUnratedSampleKeepsTheLastDemand: a cycle where a VM's sample has no rate
+// sees the VM at its last measured CPU, not idle, and its host as loaded.
+func TestUnratedSampleKeepsTheLastDemand(t *testing.T) {
+	c, d, _ := lab(t, DryRun, 0.6)
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	util := cy.Snapshot.Hosts[0].Util
+	c.drv = unrated{d, map[string]bool{"v1": true}}
+	d.Advance(10 * time.Second)
+	cy, err = c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := cy.Snapshot.VMs[0]
+	if v1.ID != "v1" || v1.Demand.CPU != 600 || len(v1.History) != 0 {
+		t.Errorf("v1 without a rate: demand %v history %v, want its last 600 and no new history", v1.Demand.CPU, v1.History)
+	}
+	if u := cy.Snapshot.Hosts[0].Util; u != util {
+		t.Errorf("host a utilisation %v with v1 unrated, want %v as before", u, util)
+	}
+}
