@@ -36,7 +36,7 @@ func openController(path, mode string) (*controller.Controller, *store.Log, cont
 	}
 	var hosts []libvirt.HostConfig
 	for _, h := range cfg.Hosts {
-		hosts = append(hosts, libvirt.HostConfig{ID: h.ID, URI: h.URI, MigrateURI: h.MigrateURI})
+		hosts = append(hosts, libvirt.HostConfig{ID: h.ID, URI: h.URI, MigrateURI: h.MigrateURI, Capacity: h.Capacity, Cores: h.Cores})
 	}
 	drv, err := libvirt.New(libvirt.Config{Hosts: hosts})
 	if err != nil {

@@ -56,6 +56,12 @@ type HostConfig struct {
 	// IdleWatts and MaxWatts give a linear power curve for consolidation decisions.
 	IdleWatts float64 `yaml:"idle_watts"`
 	MaxWatts  float64 `yaml:"max_watts"`
+	// Capacity overrides what the host reports, field by field: cpu is its total
+	// in cores x MHz, mem MiB, net and disk KB/s (0 keeps the host's own figure;
+	// libvirt reports no net or disk). Cores spreads cpu over that many cores
+	// (default: cores at the host's clock). See libvirt.HostConfig.
+	Capacity model.Resources `yaml:"capacity"`
+	Cores    int             `yaml:"cores"`
 }
 
 // Defaults fills what a file left out.
@@ -118,6 +124,9 @@ func (c *Config) Validate() error {
 		seen[h.ID] = true
 		if h.IdleWatts < 0 || h.MaxWatts < h.IdleWatts {
 			return fmt.Errorf("hosts[%d]: idle_watts %g and max_watts %g must satisfy 0 <= idle <= max", i, h.IdleWatts, h.MaxWatts)
+		}
+		if c := h.Capacity; c.CPU < 0 || c.Mem < 0 || c.Net < 0 || c.Disk < 0 || h.Cores < 0 {
+			return fmt.Errorf("hosts[%d]: capacity and cores must not be negative", i)
 		}
 	}
 	return nil

@@ -18,6 +18,15 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 }
 
+func TestCapacityConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("hosts: [{id: a, uri: x, capacity: {cpu: 1800, mem: 4096}, cores: 1}]\n"), 0o644)
+	c, err := Load(p)
+	if err != nil || c.Hosts[0].Capacity.CPU != 1800 || c.Hosts[0].Capacity.Mem != 4096 || c.Hosts[0].Cores != 1 {
+		t.Fatalf("%+v %v", c.Hosts, err)
+	}
+}
+
 func TestConfigErrorsNameTheField(t *testing.T) {
 	for in, want := range map[string]string{
 		"mode: yolo\nhosts: [{id: a, uri: x}]\n":                  `mode: "yolo"`,
@@ -26,6 +35,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"hosts: [{id: a, uri: x}, {id: a, uri: y}]\n":             `hosts[1].id: "a" given twice`,
 		"hosts: [{id: a, uri: x, idle_watts: 50, max_watts: 10}]": "hosts[0]: idle_watts",
 		"intervall: 1m\n":                                         "field intervall not found",
+		"hosts: [{id: a, uri: x, capacity: {cpu: -1}}]":           "hosts[0]: capacity",
 	} {
 		p := filepath.Join(t.TempDir(), "c.yaml")
 		os.WriteFile(p, []byte(in), 0o644)

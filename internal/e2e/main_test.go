@@ -24,23 +24,6 @@ import (
 // tests tidy their guests away so the next starts from empty hosts.
 func TestMain(m *testing.M) { os.Exit(lab.RunShared(m, 3)) }
 
-// oneCore presents every host as a single core of its configured capacity. Lab
-// hosts share this machine's cores, so a scenario gives each a capacity of about
-// one core; the libvirt driver would then split it over all the machine's cores
-// (PEMIPS = capacity / cores), and a 1-vCPU guest busier than that share would fit
-// no host at all.
-type oneCore struct{ hypervisor.Driver }
-
-func (d oneCore) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
-	hs, err := d.Driver.Hosts(ctx)
-	for i := range hs {
-		if hs[i].Err == "" {
-			hs[i].PEs, hs[i].PEMIPS = 1, hs[i].Capacity.CPU
-		}
-	}
-	return hs, err
-}
-
 // coreMHz is one core of this machine in the driver's units, as host0 reports it.
 func coreMHz(t *testing.T, l *lab.Lab) float64 {
 	t.Helper()
@@ -52,9 +35,10 @@ func coreMHz(t *testing.T, l *lab.Lab) float64 {
 	return hs[0].PEMIPS
 }
 
-// newDriver connects to the lab's hosts from the lab namespace. cpu > 0 makes each
-// host one core of that capacity (see oneCore) with a network the policies can
-// price migrations by; extra hosts are appended as given.
+// newDriver connects to the lab's hosts from the lab namespace. cpu > 0 gives each
+// host that total CPU capacity (cores x MHz: a share of this machine, whose cores
+// keep their clock, so a 1-vCPU guest may use up to a core of it) and a network
+// the policies can price migrations by; extra hosts are appended as given.
 func newDriver(t *testing.T, l *lab.Lab, cpu float64, extra ...libvirt.HostConfig) hypervisor.Driver {
 	t.Helper()
 	var hosts []libvirt.HostConfig
@@ -71,9 +55,6 @@ func newDriver(t *testing.T, l *lab.Lab, cpu float64, extra ...libvirt.HostConfi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	if cpu > 0 {
-		return oneCore{d}
-	}
 	return d
 }
 

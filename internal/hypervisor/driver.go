@@ -55,9 +55,11 @@ type Host struct {
 	URI string `json:"uri,omitempty"`
 	// Capacity: CPU as cores x MHz (model's "MIPS-like" units), Mem in MB.
 	Capacity model.Resources `json:"capacity"`
-	PEs      int             `json:"pes"`
-	PEMIPS   float64         `json:"pe_mips"`
-	Hostname string          `json:"hostname,omitempty"`
+	// PEs cores of PEMIPS MHz each; one vCPU can use at most one. A VM's
+	// Size.CPU on this host is its vCPUs x PEMIPS.
+	PEs      int     `json:"pes"`
+	PEMIPS   float64 `json:"pe_mips"`
+	Hostname string  `json:"hostname,omitempty"`
 	// Err is set when the host could not be reached.
 	Err string `json:"error,omitempty"`
 }
@@ -86,7 +88,7 @@ type VM struct {
 	// MemMiB is the VM's configured (maximum) memory.
 	MemMiB float64 `json:"mem_mib"`
 	// Size is what it was provisioned with in the host's units: CPU = vCPUs x the
-	// host's per-core MHz, Mem in MB.
+	// host's per-core MHz (Host.PEMIPS), Mem in MB.
 	Size       model.Resources `json:"size"`
 	Persistent bool            `json:"persistent"`
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -37,9 +38,16 @@ type HostConfig struct {
 	// MigrateURI is where QEMU sends the migration stream, e.g. tcp://10.0.0.2.
 	// Default: tcp://<host of PeerURI>.
 	MigrateURI string
-	// Capacity overrides what the host reports (cores x MHz, memory in MiB). Lab
-	// hosts share one machine, so each reports all of it.
+	// Capacity overrides what the host reports, field by field (0 keeps the
+	// host's own figure): CPU is the host's total in cores x MHz, Mem in MiB; Net
+	// and Disk (KB/s), which libvirt does not report, bind only when set. Lab
+	// hosts share one machine, so each is given a share of it.
 	Capacity model.Resources
+	// Cores is how many cores Capacity.CPU is spread over, each Capacity.CPU/Cores
+	// MHz; with no Capacity.CPU, Cores of the host's own. 0: cores at the host's
+	// own clock, as many as Capacity.CPU needs (at least one, the last maybe a
+	// part). A vCPU is worth one core, so a VM here is sized vCPUs x per-core MHz.
+	Cores int
 }
 
 // Config configures the driver.
@@ -122,6 +130,9 @@ func New(cfg Config) (*Driver, error) {
 		seen[hc.ID] = true
 		if _, _, err := parseURI(hc.URI); err != nil {
 			return nil, fmt.Errorf("host %s: %w", hc.ID, err)
+		}
+		if c := hc.Capacity; hc.Cores < 0 || c.CPU < 0 || c.Mem < 0 || c.Net < 0 || c.Disk < 0 {
+			return nil, fmt.Errorf("host %s: capacity %+v and cores %d must not be negative", hc.ID, c, hc.Cores)
 		}
 		if hc.PeerURI == "" {
 			hc.PeerURI = hc.URI
@@ -314,6 +325,26 @@ func (h *host) nodeInfo(ctx context.Context) (*nodeInfo, error) {
 	return ni, nil
 }
 
+// shape is the host's capacity, its number of cores and their MHz, with the
+// configured override applied (see HostConfig.Capacity and Cores).
+func (h *host) shape(ni *nodeInfo) (capacity model.Resources, cores int, coreMHz float64) {
+	o := h.cfg.Capacity
+	capacity = model.Resources{CPU: float64(ni.cpus) * ni.mhz, Mem: ni.memMiB, Net: o.Net, Disk: o.Disk}
+	cores, coreMHz = ni.cpus, ni.mhz
+	if o.Mem > 0 {
+		capacity.Mem = o.Mem
+	}
+	switch n := h.cfg.Cores; {
+	case n > 0 && o.CPU > 0:
+		capacity.CPU, cores, coreMHz = o.CPU, n, o.CPU/float64(n)
+	case n > 0:
+		capacity.CPU, cores = float64(n)*ni.mhz, n
+	case o.CPU > 0:
+		capacity.CPU, cores = o.CPU, max(1, int(math.Ceil(o.CPU/ni.mhz-1e-9)))
+	}
+	return capacity, cores, coreMHz
+}
+
 func (d *Driver) host(id string) (*host, error) {
 	for _, h := range d.hosts {
 		if h.cfg.ID == id {
@@ -349,14 +380,7 @@ func (d *Driver) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
 			return err
 		}
 		out[i].Hostname = ni.hostname
-		out[i].PEs, out[i].PEMIPS = ni.cpus, ni.mhz
-		out[i].Capacity = model.Resources{CPU: float64(ni.cpus) * ni.mhz, Mem: ni.memMiB}
-		if c := h.cfg.Capacity; c != (model.Resources{}) {
-			out[i].Capacity = c
-			if c.CPU > 0 && ni.cpus > 0 {
-				out[i].PEMIPS = c.CPU / float64(ni.cpus)
-			}
-		}
+		out[i].Capacity, out[i].PEs, out[i].PEMIPS = h.shape(ni)
 		return nil
 	})
 	return out, err
@@ -386,6 +410,7 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 		if err != nil {
 			return err
 		}
+		_, _, coreMHz := h.shape(ni)
 		return h.call(ctx, "list vms", func(c *lv.Libvirt) error {
 			doms, _, err := c.ConnectListAllDomains(1, lv.ConnectListDomainsActive)
 			if err != nil {
@@ -404,7 +429,7 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 				per[i] = append(per[i], hypervisor.VM{
 					ID: dom.Name, UUID: uuidString(dom.UUID), Host: h.cfg.ID,
 					State: stateOf(int32(st)), VCPUs: int(ncpu), MemMiB: mem,
-					Size:       model.Resources{CPU: float64(ncpu) * ni.mhz, Mem: mem},
+					Size:       model.Resources{CPU: float64(ncpu) * coreMHz, Mem: mem},
 					Persistent: pers == 1,
 				})
 			}

@@ -56,8 +56,21 @@ const (
 	procConnectGetHostname   = 59
 	procAuthList             = 66
 	procConnectGetAllDomStat = 344
+	procConnectListAllDoms   = 273
+	procDomainGetInfo        = 16
+	procDomainIsPersistent   = 151
 	remoteProgram            = 0x20008086
 )
+
+// fakeVCPUs is a domain's vcpu.current.
+func (d fakeDom) vcpus() uint32 {
+	for _, p := range d.params {
+		if p.Field == "vcpu.current" {
+			return p.Value.I.(uint32)
+		}
+	}
+	return 1
+}
 
 func (f *fakeHost) serve(c net.Conn) {
 	defer c.Close()
@@ -98,15 +111,34 @@ func (f *fakeHost) serve(c net.Conn) {
 			time.Sleep(delay)
 			out.u32(uint32(len(doms)))
 			for _, d := range doms {
-				out.str(d.name)
-				out.b = append(out.b, make([]byte, 16)...) // uuid
-				out.u32(uint32(d.id))
+				out.dom(d)
 				out.u32(uint32(len(d.params)))
 				for _, p := range d.params {
 					out.str(p.Field)
 					out.param(p.Value)
 				}
 			}
+		case procConnectListAllDoms:
+			doms, _ := f.stats()
+			out.u32(uint32(len(doms)))
+			for _, d := range doms {
+				out.dom(d)
+			}
+			out.u32(uint32(len(doms)))
+		case procDomainGetInfo:
+			name := string(body[4 : 4+binary.BigEndian.Uint32(body[0:4])])
+			doms, _ := f.stats()
+			for _, d := range doms {
+				if d.name == name {
+					out.u32(1)           // running
+					out.u64(131072)      // max KiB
+					out.u64(131072)      // KiB
+					out.u32(d.vcpus())   // vCPUs
+					out.u64(uint64(1e9)) // CPU time
+				}
+			}
+		case procDomainIsPersistent:
+			out.u32(1)
 		default:
 			status = 1
 			out.u32(uint32(lv.ErrNoSupport))
@@ -146,6 +178,12 @@ func (x *xdrBuf) str(s string) {
 	x.u32(uint32(len(s)))
 	x.b = append(x.b, s...)
 	x.b = append(x.b, make([]byte, (4-len(s)%4)%4)...)
+}
+
+func (x *xdrBuf) dom(d fakeDom) {
+	x.str(d.name)
+	x.b = append(x.b, make([]byte, 16)...) // uuid
+	x.u32(uint32(d.id))
 }
 
 func (x *xdrBuf) param(v lv.TypedParamValue) {

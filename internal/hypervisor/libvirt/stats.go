@@ -301,8 +301,8 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			hs.MemUsedMiB += mem
 			cores += vs.CPUCores
 		}
-		if g.ni.cpus > 0 {
-			hs.CPUUtil = cores / float64(g.ni.cpus)
+		if capacity, _, coreMHz := h.shape(g.ni); capacity.CPU > 0 && coreMHz > 0 {
+			hs.CPUUtil = cores / (capacity.CPU / coreMHz)
 		}
 		for k := range d.prev {
 			if strings.HasPrefix(k, id+"/") && !seen[k] {
