@@ -118,8 +118,11 @@ func unjoin(err error) []error {
 // Cycle is what one Step saw and did.
 type Cycle struct {
 	Snapshot *model.Snapshot
-	Plan     core.Plan
-	Started  []string // VMs whose migration started
+	// Forecasts are the decision core's, one per snapshot VM (none for a policy
+	// that does not forecast).
+	Forecasts []model.ResourceForecast
+	Plan      core.Plan
+	Started   []string // VMs whose migration started
 }
 
 // Step runs one cycle: observe, decide, act.
@@ -167,8 +170,10 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 				vm.ObserveAll(snap.VMs[i].Demand)
 			}
 			forecasts[i] = vm.Forecast(steps, fp.Confidence())
+			capToSize(&forecasts[i], snap.VMs[i].Size)
 		}
 	}
+	cy.Forecasts = forecasts
 	// The dirty rate of each VM where the snapshot has it: a migration target's
 	// incoming copy measures nothing.
 	type onHost struct{ vm, host string }
@@ -188,6 +193,31 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	cy.Plan = plan
 	cy.Started = c.act(ctx, &snap, plan, inflight)
 	return cy, nil
+}
+
+// capToSize bounds a VM's forecast, point and upper bound, by its size where a
+// size means a limit: its vCPUs cannot use more CPU, and it cannot use more memory
+// than it has. A model extrapolating a climb, or a bound widened by noisy
+// history, would otherwise ask a host for room the VM can never take. Network
+// and disk have no size.
+func capToSize(f *model.ResourceForecast, size model.Resources) {
+	capAt := func(xs []float64, limit float64) {
+		for i := range xs {
+			xs[i] = min(xs[i], limit)
+		}
+	}
+	if size.CPU > 0 {
+		capAt(f.PredictedCPU, size.CPU)
+		for i := range f.Upper {
+			f.Upper[i].CPU = min(f.Upper[i].CPU, size.CPU)
+		}
+	}
+	if size.Mem > 0 {
+		capAt(f.PredictedMemory, size.Mem)
+		for i := range f.Upper {
+			f.Upper[i].Mem = min(f.Upper[i].Mem, size.Mem)
+		}
+	}
 }
 
 // carryDemand gives a VM whose sample has no rate this cycle (its first on the

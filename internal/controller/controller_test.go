@@ -330,3 +330,37 @@ func TestUnratedSampleKeepsTheLastDemand(t *testing.T) {
 		t.Errorf("host a utilisation %v with v1 unrated, want %v as before", u, util)
 	}
 }
+
+// TestForecastsCappedAtSize: VMs that swing between idle and flat out leave wide
+// bounds, and a climbing one an upward trend; neither may forecast more CPU than
+// its vCPUs can use or more memory than it has.
+func TestForecastsCappedAtSize(t *testing.T) {
+	c, d, _ := lab(t, DryRun, 0.5)
+	ctx := context.Background()
+	var cy Cycle
+	for i := range 30 {
+		swing := []float64{0.1, 1}[i%2]
+		d.SetUsage("v1", memory.Usage{CPUUtil: swing, MemMiB: 256 * swing})
+		d.SetUsage("v2", memory.Usage{CPUUtil: min(1, 0.2+0.04*float64(i)), MemMiB: 256})
+		d.Advance(10 * time.Second)
+		var err error
+		if cy, err = c.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(cy.Forecasts) != len(cy.Snapshot.VMs) {
+		t.Fatalf("%d forecasts for %d VMs", len(cy.Forecasts), len(cy.Snapshot.VMs))
+	}
+	for i, f := range cy.Forecasts {
+		size := cy.Snapshot.VMs[i].Size
+		if len(f.PredictedCPU) == 0 || len(f.Upper) == 0 {
+			t.Fatalf("%s: no forecast %+v", f.VMInstanceID, f)
+		}
+		for k := range f.PredictedCPU {
+			if f.PredictedCPU[k] > size.CPU || f.Upper[k].CPU > size.CPU || f.PredictedMemory[k] > size.Mem || f.Upper[k].Mem > size.Mem {
+				t.Errorf("%s step %d: cpu %.0f (upper %.0f), mem %.0f (upper %.0f); size %+v",
+					f.VMInstanceID, k, f.PredictedCPU[k], f.Upper[k].CPU, f.PredictedMemory[k], f.Upper[k].Mem, size)
+			}
+		}
+	}
+}
