@@ -28,11 +28,11 @@ type Driver interface {
 	VMs(ctx context.Context) ([]VM, error)
 	// Stats samples every running VM and host. A VM's rates and utilisation cover
 	// exactly its Interval, which ends at its sample's Time: normally the time
-	// since the previous Stats call. Interval 0 means no rates: the VM's first
-	// sample on a host, in a new QEMU process, or since it started running there
-	// (an incoming migration); or a sample a driver could not time well enough (too
-	// soon after the last, or a call held up), which leaves the earlier sample as
-	// the base of the next rate. Partial results come with a *HostError.
+	// since the previous Stats call, longer if that was too recent or could not
+	// be timed (a driver may measure from an earlier sample). Interval 0 means no
+	// rates: the VM's first sample on a host, in a new QEMU process or since it
+	// started running there (an incoming migration), or no earlier sample good
+	// to measure from. Partial results come with a *HostError.
 	Stats(ctx context.Context) (Stats, error)
 	// Migrate starts a live migration of vm to the target host and returns at once.
 	Migrate(ctx context.Context, vm, target string, opts model.StateTransferOptions) (Migration, error)

@@ -64,10 +64,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// PollInterval is how often a migration's job stats are read; default 250 ms.
 	PollInterval time.Duration
-	// MinRateInterval is the shortest gap a rate is worked out over; default 1 s.
-	// A Stats call sooner after the last one reports no rates and leaves the
-	// earlier sample as the base, so a quick second caller cannot shrink the next
-	// interval to a sliver where CPU-time ticks (10 ms without cgroups) dominate.
+	// MinRateInterval is the shortest interval a rate is worked out over; default
+	// 1 s. A Stats call sooner after the last measures from an earlier sample, so
+	// a quick second caller cannot shrink an interval to a sliver where CPU-time
+	// ticks (10 ms without cgroups) dominate.
 	MinRateInterval time.Duration
 }
 
@@ -77,7 +77,7 @@ type Driver struct {
 	hosts []*host
 
 	mu     sync.Mutex
-	prev   map[string]sample // last counters per host/VM, for rates
+	prev   map[string][]sample // the bases of rates per host/VM, oldest first
 	migs   map[string]*migration
 	dirty  dirtyState
 	closed bool
@@ -120,7 +120,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MinRateInterval <= 0 {
 		cfg.MinRateInterval = time.Second
 	}
-	d := &Driver{cfg: cfg, prev: map[string]sample{}, migs: map[string]*migration{},
+	d := &Driver{cfg: cfg, prev: map[string][]sample{}, migs: map[string]*migration{},
 		dirty: dirtyState{doms: map[string]*dirtyDom{}, statsOff: map[string]time.Time{}}}
 	seen := map[string]bool{}
 	for _, hc := range cfg.Hosts {

@@ -145,17 +145,22 @@ func parseRecord(params []lv.TypedParam) counters {
 	return c
 }
 
-// rates turns a domain's new sample into its VMStats, with rates over the time
-// since prev, and returns the sample to keep as the base of the next rate.
+// keepBases is how many earlier samples of a domain are kept as bases of rates.
+// Two: when the newest is too recent or was badly timed, the one before it serves.
+const keepBases = 2
+
+// rates turns a domain's new sample into its VMStats, with rates measured from
+// the newest base (earlier sample, oldest first in bases) that is at least
+// minInterval older and timed well enough, and returns the bases to keep.
 //
-// There are no rates (Interval 0) and cur becomes the base when there is no
-// prev, when cur comes from a new QEMU process (its domain ID changed or its
-// CPU time went backwards), or when the domain runs now but did not at prev: an
-// incoming migration's QEMU counts the CPU it spent receiving the VM, which is
-// not the guest's load. There are no rates either, but the base stays or is
-// the better-timed of the two, when the gap is shorter than minInterval or the
-// calls were too slow to say when the counters were read.
-func rates(vm, host string, cur sample, prev *sample, minInterval time.Duration) (hypervisor.VMStats, sample) {
+// There are no rates (Interval 0) and cur becomes the only base when there are
+// no bases, when cur comes from a new QEMU process (its domain ID changed or its
+// CPU time went backwards), or when the domain runs now but did not at the
+// newest base: an incoming migration's QEMU counts the CPU it spent receiving the
+// VM, which is not the guest's load. There are no rates either when no base is
+// old enough or the calls were too slow to say when the counters were read. cur
+// joins the bases only if it is at least minInterval after the newest.
+func rates(vm, host string, cur sample, bases []sample, minInterval time.Duration) (hypervisor.VMStats, []sample) {
 	s := hypervisor.VMStats{
 		VM: vm, Host: host, Time: cur.t, VCPUs: cur.c.vcpus,
 		CPUSeconds: float64(cur.c.cpuNs) / 1e9,
@@ -165,23 +170,30 @@ func rates(vm, host string, cur sample, prev *sample, minInterval time.Duration)
 	if cur.c.hasDirty {
 		s.DirtyMiBps = cur.c.dirtyMiBps
 	}
-	if prev == nil {
-		return s, cur
+	if len(bases) == 0 {
+		return s, []sample{cur}
 	}
-	p, c := prev.c, cur.c
-	if cur.id != prev.id || (c.hasCPU && p.hasCPU && c.cpuNs < p.cpuNs) || (cur.running() && !prev.running()) {
-		return s, cur
+	last := bases[len(bases)-1]
+	if cur.id != last.id || (cur.c.hasCPU && last.c.hasCPU && cur.c.cpuNs < last.c.cpuNs) || (cur.running() && !last.running()) {
+		return s, []sample{cur}
 	}
-	dt := cur.t.Sub(prev.t)
-	if dt < minInterval || dt <= 0 {
-		return s, *prev
-	}
-	if float64(prev.slack+cur.slack) > maxTimingError*float64(dt) {
-		if cur.slack < prev.slack {
-			return s, cur
+	for i := len(bases) - 1; i >= 0; i-- {
+		b := bases[i]
+		dt := cur.t.Sub(b.t)
+		if dt >= minInterval && float64(b.slack+cur.slack) <= maxTimingError*float64(dt) {
+			measure(&s, b, cur, dt)
+			break
 		}
-		return s, *prev
 	}
+	if cur.t.Sub(last.t) >= minInterval {
+		bases = append(append([]sample(nil), bases[max(0, len(bases)-keepBases+1):]...), cur)
+	}
+	return s, bases
+}
+
+// measure fills s's rates from base to cur, dt apart.
+func measure(s *hypervisor.VMStats, base, cur sample, dt time.Duration) {
+	p, c := base.c, cur.c
 	sec := dt.Seconds()
 	s.Interval = dt
 	if c.hasCPU && p.hasCPU {
@@ -199,7 +211,6 @@ func rates(vm, host string, cur sample, prev *sample, minInterval time.Duration)
 		s.DiskRdKBps = float64(c.rd-p.rd) / 1024 / sec
 		s.DiskWrKBps = float64(c.wr-p.wr) / 1024 / sec
 	}
-	return s, cur
 }
 
 const statsWanted = lv.DomainStatsState | lv.DomainStatsCPUTotal | lv.DomainStatsBalloon |
@@ -270,15 +281,12 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			key := id + "/" + r.Dom.Name
 			seen[key] = true
 			cur := sample{t: g.t, slack: g.slack, id: r.Dom.ID, c: parseRecord(r.Params)}
-			var prev *sample
-			if p, ok := d.prev[key]; ok {
-				prev = &p
-				if !cur.c.hasRSS && p.c.hasRSS && p.id == cur.id {
-					cur.c.rssKiB, cur.c.hasRSS = p.c.rssKiB, true // the last known, while the job is busy
-				}
+			bases := d.prev[key]
+			if n := len(bases); n > 0 && !cur.c.hasRSS && bases[n-1].c.hasRSS && bases[n-1].id == cur.id {
+				cur.c.rssKiB, cur.c.hasRSS = bases[n-1].c.rssKiB, true // the last known, while the job is busy
 			}
-			vs, base := rates(r.Dom.Name, id, cur, prev, d.cfg.MinRateInterval)
-			d.prev[key] = base
+			vs, bases := rates(r.Dom.Name, id, cur, bases, d.cfg.MinRateInterval)
+			d.prev[key] = bases
 			dk := dirtyKey(id, r.Dom)
 			seenDirty[dk] = true
 			_, migrating := d.migs[r.Dom.Name]

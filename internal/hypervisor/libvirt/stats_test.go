@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -196,56 +197,61 @@ func rec(state int32, cpu time.Duration) counters {
 	return parseRecord(domStats(state, cpu, 2))
 }
 
-// TestRatesRules walks the cases where a sample has no rate, and which sample
-// stays the base of the next one. Times are made up: no clock is read.
+// TestRatesRules walks the cases where a sample has no rate or measures from an
+// earlier base, and which samples stay bases. Times are made up: no clock is read.
 func TestRatesRules(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(d time.Duration, slack time.Duration, id int32, c counters) sample {
 		return sample{t: t0.Add(d), slack: slack, id: id, c: c}
 	}
-	base := at(0, time.Millisecond, 5, rec(1, 10*time.Second))
+	const ms = time.Millisecond
+	older := at(-2*time.Second, ms, 5, rec(1, 9*time.Second))
+	base := at(0, ms, 5, rec(1, 10*time.Second))
+	slowBase := at(0, 500*ms, 5, rec(1, 10*time.Second))
+	paused := at(0, ms, 5, rec(3, 10*time.Second))
+	next := at(2*time.Second, ms, 5, rec(1, 11*time.Second))
+	soon := at(500*ms, ms, 5, rec(1, 10*time.Second+250*ms))
+	noCPU := at(2*time.Second, ms, 5, rec(3, 0))
+	noCPU.c.hasCPU = false
+	capped := at(time.Second, ms, 5, rec(1, 13*time.Second))
+	restarted := at(2*time.Second, ms, 6, rec(1, 11*time.Second))
+	reset := at(2*time.Second, ms, 5, rec(1, time.Second))
+	pausedNow := at(2*time.Second, ms, 5, rec(3, 11*time.Second))
+	slowNow := at(2*time.Second, 400*ms, 5, rec(1, 11*time.Second))
 	for _, tc := range []struct {
 		name     string
+		bases    []sample
 		cur      sample
 		interval time.Duration
 		util     float64
-		keep     sample // the base after
+		after    []sample
 	}{
-		{"normal", at(2*time.Second, time.Millisecond, 5, rec(1, 11*time.Second)), 2 * time.Second, 0.25, sample{}},
-		{"capped", at(time.Second, time.Millisecond, 5, rec(1, 13*time.Second)), time.Second, 1, sample{}},
-		{"new process: domain ID", at(2*time.Second, time.Millisecond, 6, rec(1, 11*time.Second)), 0, 0, sample{}},
-		{"new process: CPU time back", at(2*time.Second, time.Millisecond, 5, rec(1, time.Second)), 0, 0, sample{}},
-		{"too soon", at(500*time.Millisecond, time.Millisecond, 5, rec(1, 11*time.Second)), 0, 0, base},
-		{"slow call now", at(2*time.Second, 400*time.Millisecond, 5, rec(1, 11*time.Second)), 0, 0, base},
+		{"first", nil, base, 0, 0, []sample{base}},
+		{"normal", []sample{base}, next, 2 * time.Second, 0.25, []sample{base, next}},
+		{"two bases kept", []sample{older, base}, next, 2 * time.Second, 0.25, []sample{base, next}},
+		{"capped at the vCPUs", []sample{base}, capped, time.Second, 1, []sample{base, capped}},
+		{"new process: domain ID", []sample{base}, restarted, 0, 0, []sample{restarted}},
+		{"new process: CPU time back", []sample{base}, reset, 0, 0, []sample{reset}},
+		{"runs now, paused before (incoming)", []sample{older, paused}, next, 0, 0, []sample{next}},
+		{"paused now, ran before", []sample{base}, pausedNow, 2 * time.Second, 0.25, []sample{base, pausedNow}},
+		{"too soon, one base", []sample{base}, soon, 0, 0, []sample{base}},
+		{"too soon: from the older base", []sample{older, base}, soon, 2500 * ms, 0.25, []sample{older, base}},
+		{"slow call now", []sample{base}, slowNow, 0, 0, []sample{base, slowNow}},
+		{"slow base: from the older one", []sample{older, slowBase}, next, 4 * time.Second, 0.25, []sample{slowBase, next}},
+		{"no cpu.time: no CPU rate, not a restart", []sample{base}, noCPU, 2 * time.Second, 0, []sample{base, noCPU}},
 	} {
-		s, keep := rates("v", "h", tc.cur, &base, time.Second)
-		want := tc.keep
-		if want.t.IsZero() {
-			want = tc.cur
-		}
-		if s.Interval != tc.interval || math.Abs(s.CPUUtil-tc.util) > 1e-9 || keep != want {
-			t.Errorf("%s: interval %v util %v base %+v; want %v, %v, base %+v", tc.name, s.Interval, s.CPUUtil, keep.t, tc.interval, tc.util, want.t)
+		s, after := rates("v", "h", tc.cur, tc.bases, time.Second)
+		if s.Interval != tc.interval || math.Abs(s.CPUUtil-tc.util) > 1e-9 || !slices.Equal(after, tc.after) {
+			t.Errorf("%s: interval %v util %v, bases %v; want %v, %v, %v", tc.name, s.Interval, s.CPUUtil, times(after), tc.interval, tc.util, times(tc.after))
 		}
 	}
-	// A slow call before: the quick new sample becomes the base.
-	slow := at(0, 500*time.Millisecond, 5, rec(1, 10*time.Second))
-	cur := at(2*time.Second, time.Millisecond, 5, rec(1, 11*time.Second))
-	if s, keep := rates("v", "h", cur, &slow, time.Second); s.Interval != 0 || keep != cur {
-		t.Errorf("after a slow call: %+v, base at %v; want no rate and the new base", s, keep.t)
+}
+
+// times are the samples' times, for messages.
+func times(ss []sample) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.t.Format("05.000"))
 	}
-	// Paused (incoming) then running: no rate; running then paused: a rate.
-	paused := at(0, time.Millisecond, 5, rec(3, 10*time.Second))
-	if s, keep := rates("v", "h", cur, &paused, time.Second); s.Interval != 0 || keep != cur {
-		t.Errorf("first running sample after paused: %+v", s)
-	}
-	pausedNow := at(2*time.Second, time.Millisecond, 5, rec(3, 11*time.Second))
-	if s, _ := rates("v", "h", pausedNow, &base, time.Second); s.Interval != 2*time.Second {
-		t.Errorf("paused after running: %+v, want a rate", s)
-	}
-	// Groups left out (the domain's job was busy) give no rate for them, not a restart.
-	noCPU := pausedNow
-	noCPU.c.hasCPU, noCPU.c.cpuNs = false, 0
-	if s, _ := rates("v", "h", noCPU, &base, time.Second); s.Interval != 2*time.Second || s.CPUUtil != 0 {
-		t.Errorf("no cpu.time: %+v", s)
-	}
+	return out
 }
