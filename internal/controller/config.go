@@ -3,6 +3,7 @@ package controller
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -41,6 +42,12 @@ type Config struct {
 	MigrationTimeout time.Duration `yaml:"migration_timeout"`
 	// MaxDowntime is the downtime limit given to every migration.
 	MaxDowntime time.Duration `yaml:"max_downtime"`
+	// MaxBandwidthMiBps caps every migration's bandwidth (0: no cap), so that
+	// moves leave the hosts' network to the VMs' own traffic.
+	MaxBandwidthMiBps float64 `yaml:"max_bandwidth_mibps"`
+	// ForecastDay is the length of the daily cycle the forecasts look for
+	// (default 24h); a lab that replays a day in minutes shortens it.
+	ForecastDay time.Duration `yaml:"forecast_day"`
 	// AllowPostCopy lets the chooser pick post-copy, which bounds a migration's time
 	// but leaves the VM depending on both hosts until it ends.
 	AllowPostCopy bool `yaml:"allow_post_copy"`
@@ -93,6 +100,9 @@ func (c *Config) Defaults() {
 	if c.MaxDowntime == 0 {
 		c.MaxDowntime = 300 * time.Millisecond
 	}
+	if c.ForecastDay == 0 {
+		c.ForecastDay = 24 * time.Hour
+	}
 	for i := range c.Hosts {
 		h := &c.Hosts[i]
 		if h.IdleWatts == 0 && h.MaxWatts == 0 {
@@ -112,6 +122,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hosts: none given")
 	case c.MaxConcurrent < 1 || c.MaxPerHost < 1:
 		return fmt.Errorf("max_concurrent and max_per_host: must be at least 1")
+	case !(c.MaxBandwidthMiBps >= 0) || math.IsInf(c.MaxBandwidthMiBps, 0):
+		return fmt.Errorf("max_bandwidth_mibps: %v must be a finite number, 0 for no cap", c.MaxBandwidthMiBps)
+	case c.ForecastDay < 0:
+		return fmt.Errorf("forecast_day: %v must be positive", c.ForecastDay)
 	}
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
@@ -125,7 +139,7 @@ func (c *Config) Validate() error {
 		if h.IdleWatts < 0 || h.MaxWatts < h.IdleWatts {
 			return fmt.Errorf("hosts[%d]: idle_watts %g and max_watts %g must satisfy 0 <= idle <= max", i, h.IdleWatts, h.MaxWatts)
 		}
-		if c := h.Capacity; c.CPU < 0 || c.Mem < 0 || c.Net < 0 || c.Disk < 0 || h.Cores < 0 {
+		if c := h.Capacity; !(c.CPU >= 0 && c.Mem >= 0 && c.Net >= 0 && c.Disk >= 0) || h.Cores < 0 {
 			return fmt.Errorf("hosts[%d]: capacity and cores must not be negative", i)
 		}
 	}

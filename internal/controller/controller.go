@@ -63,11 +63,11 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	if fp, ok := pol.(core.Forecasting); ok {
 		steps = fp.HorizonSteps(cfg.Interval.Seconds())
 	}
-	eng, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: steps})
+	eng, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: steps, Day: cfg.ForecastDay.Seconds()})
 	if err != nil {
 		return nil, err
 	}
-	dirty, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: 2})
+	dirty, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: 2, Day: cfg.ForecastDay.Seconds()})
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +159,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	cy.Snapshot = &snap
 	c.carryDemand(&snap)
 	c.decorate(&snap, inflight)
+	c.estimateMoves(&snap)
 
 	var forecasts []model.ResourceForecast
 	if fp, ok := c.pol.(core.Forecasting); ok {
@@ -193,6 +194,49 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	cy.Plan = plan
 	cy.Started = c.act(ctx, &snap, plan, inflight)
 	return cy, nil
+}
+
+// estimateMoves gives every VM the transfer model's estimate of how long moving
+// it would take now, for the core's lead time and move cost: its memory, the
+// upper bound of its dirty-rate forecast, and the slowest learned link out of its
+// host (the target is not chosen yet; the slowest keeps the lead time safe),
+// capped at the configured bandwidth.
+func (c *Controller) estimateMoves(snap *model.Snapshot) {
+	slowest := make([]transfer.Link, len(snap.Hosts))
+	for s, src := range snap.Hosts {
+		for t, dst := range snap.Hosts {
+			if s == t {
+				continue
+			}
+			l := c.links.Link(transfer.Pair{Source: src.ID, Target: dst.ID})
+			if slowest[s].MiBps == 0 || l.MiBps < slowest[s].MiBps {
+				slowest[s] = l
+			}
+		}
+		if cp := c.cfg.MaxBandwidthMiBps; cp > 0 && (slowest[s].MiBps == 0 || slowest[s].MiBps > cp) {
+			slowest[s].MiBps = cp
+		}
+	}
+	for i := range snap.VMs {
+		v := &snap.VMs[i]
+		if v.Host < 0 || len(snap.Hosts) < 2 {
+			continue
+		}
+		in := c.dirtyInput(*v)
+		v.MigrationSeconds = c.chooser.Model.PredictSeconds(in.MemMiB, in.DirtyUpperMiBps, slowest[v.Host])
+	}
+}
+
+// dirtyInput is the transfer model's input for vm with its dirty-rate forecast:
+// the migration window is about one interval ahead, so plan for the bound, not
+// the mean.
+func (c *Controller) dirtyInput(vm model.VM) transfer.Input {
+	in := transfer.VMInput(vm)
+	if f, ok := c.dirty.Forecast(vm.ID, 1, 0.9); ok && len(f.PredictedCPU) > 0 {
+		in.DirtyMiBps = max(f.PredictedCPU[0], 0)
+		in.DirtyUpperMiBps = max(f.Upper[0].CPU, in.DirtyMiBps)
+	}
+	return in
 }
 
 // capToSize bounds a VM's forecast, point and upper bound, by its size where a
@@ -347,13 +391,9 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) model.StateTransferOptions {
 	vm := snap.VMs[m.VM]
 	src := snap.Hosts[vm.Host]
-	in := transfer.VMInput(vm)
-	// The migration window is about one interval ahead; plan for the bound, not the mean.
-	if f, ok := c.dirty.Forecast(vm.ID, 1, 0.9); ok && len(f.PredictedCPU) > 0 {
-		in.DirtyMiBps = max(f.PredictedCPU[0], 0)
-		in.DirtyUpperMiBps = max(f.Upper[0].CPU, in.DirtyMiBps)
-	}
-	in.Policy = transfer.Policy{MaxDowntimeMs: float64(c.cfg.MaxDowntime.Milliseconds()), PostCopy: c.cfg.AllowPostCopy}
+	in := c.dirtyInput(vm)
+	in.Policy = transfer.Policy{MaxDowntimeMs: float64(c.cfg.MaxDowntime.Milliseconds()), PostCopy: c.cfg.AllowPostCopy,
+		MaxBandwidthMiBps: c.cfg.MaxBandwidthMiBps}
 	in.Link = c.links.Link(transfer.Pair{Source: src.ID, Target: m.TargetHostID})
 	in.SourceLabels = src.Labels
 	if m.Target >= 0 && m.Target < len(snap.Hosts) {
@@ -584,6 +624,7 @@ func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) 
 	snap.Rules = c.cfg.Rules
 	c.carryDemand(&snap)
 	c.decorate(&snap, inflight)
+	c.estimateMoves(&snap)
 	hi := -1
 	for i := range snap.Hosts {
 		if snap.Hosts[i].ID == host {

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -361,6 +362,59 @@ func TestForecastsCappedAtSize(t *testing.T) {
 				t.Errorf("%s step %d: cpu %.0f (upper %.0f), mem %.0f (upper %.0f); size %+v",
 					f.VMInstanceID, k, f.PredictedCPU[k], f.Upper[k].CPU, f.PredictedMemory[k], f.Upper[k].Mem, size)
 			}
+		}
+	}
+}
+
+// Every VM in the snapshot carries the transfer model's estimate of its move,
+// and the configured bandwidth cap both lengthens it and goes into the options.
+func TestMoveEstimatesAndBandwidthCap(t *testing.T) {
+	c, _, _ := lab(t, Auto, 0.9)
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range cy.Snapshot.VMs {
+		if !(v.MigrationSeconds > 0) {
+			t.Fatalf("%s: migration estimate %v", v.ID, v.MigrationSeconds)
+		}
+	}
+	fast := cy.Snapshot.VMs[0].MigrationSeconds
+
+	c2, _, log := lab(t, Auto, 0.9)
+	c2.cfg.MaxBandwidthMiBps = 8
+	cy, err = c2.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 256 MiB at 8 MiB/s is 32 s at least.
+	if slow := cy.Snapshot.VMs[0].MigrationSeconds; !(slow >= 32 && slow > 4*fast) {
+		t.Errorf("estimate %v s capped at 8 MiB/s, %v s uncapped", slow, fast)
+	}
+	if len(cy.Started) == 0 {
+		t.Fatal("no move started")
+	}
+	es, err := log.List(store.Filter{VM: cy.Started[0], Kind: store.MigrationStart})
+	if err != nil || len(es) == 0 || es[0].Options == nil || es[0].Options.BandwidthMiBps != 8 {
+		t.Errorf("start events %+v (%v): want options with an 8 MiB/s cap", es, err)
+	}
+}
+
+func TestConfigRejectsBadBandwidthAndDay(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.MaxBandwidthMiBps = -1 }, "max_bandwidth_mibps"},
+		{func(c *Config) { c.MaxBandwidthMiBps = math.NaN() }, "max_bandwidth_mibps"},
+		{func(c *Config) { c.ForecastDay = -time.Second }, "forecast_day"},
+		{func(c *Config) { c.Hosts[0].Capacity.CPU = math.NaN() }, "hosts[0]"},
+	} {
+		cfg := Config{Hosts: []HostConfig{{ID: "a", URI: "mem://a"}}}
+		cfg.Defaults()
+		c.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want it to name %s", err, c.want)
 		}
 	}
 }
