@@ -151,17 +151,18 @@ func TestVanishingVM(t *testing.T) {
 	if len(ok) != 1 || ok[0].State != string(hypervisor.PhaseCompleted) {
 		t.Errorf("van-ok: migration ends %+v", ok)
 	}
+	if loc := locate(t, drv, "van-ok"); len(ok) == 1 && loc.Host != ok[0].Target {
+		t.Errorf("van-ok: %+v, want on %s", loc, ok[0].Target)
+	}
 
-	// The next cycle sees only what exists.
+	// The next cycle sees only what exists. (The eager policy may move van-ok
+	// on: its new host is "overloaded" by it too.)
 	next := steps(t, c, 1, 0)[0]
 	c.Wait()
 	for _, v := range next.Snapshot.VMs {
 		if v.ID == "van-before" || v.ID == "van-during" {
 			t.Errorf("vanished %s still in the snapshot", v.ID)
 		}
-	}
-	if loc := locate(t, drv, "van-ok"); len(ok) == 1 && loc.Host != ok[0].Target {
-		t.Errorf("van-ok: %+v, want on %s", loc, ok[0].Target)
 	}
 	if before != nil && len(during) == 1 {
 		t.Logf("vanished before the move: %s; during it: %s (%s)", before.Error, during[0].Error, during[0].State)

@@ -213,19 +213,23 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 
 	l.logf("[4/4] waiting for the daemons")
+	t4 := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(l.Hosts))
 	for i, h := range l.Hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.waitHost(ctx, h, 60*time.Second)
+			if errs[i] = l.waitHost(ctx, h, 60*time.Second); errs[i] == nil {
+				errs[i] = l.warmHost(ctx, h)
+			}
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	l.logf("  daemons answered and probed QEMU in %.1fs", time.Since(t4).Seconds())
 	for _, h := range l.Hosts {
 		l.logf("  %s  %-22s  netns %s", h.ID, h.URI(), h.NetNS)
 	}
@@ -382,6 +386,22 @@ func (l *Lab) waitHost(ctx context.Context, h Host, timeout time.Duration) error
 	}
 	return fmt.Errorf("%s: libvirtd did not answer on %s within %v: %v; its log ends:\n%s",
 		h.ID, h.URI(), timeout, last, tail(filepath.Join(h.Dir, "log", "libvirtd.log"), 1500))
+}
+
+// warmHost has h's libvirtd build its host capabilities, which it does on first
+// need by probing every QEMU binary: seconds under TCG. Otherwise the first
+// domain stats call on a host (it needs them for the CPU group) takes 4-5 s,
+// which a daemon in service paid long ago, and a controller cannot time it.
+func (l *Lab) warmHost(ctx context.Context, h Host) error {
+	c, err := l.connect(ctx, h)
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect()
+	if _, err := c.ConnectGetCapabilities(); err != nil {
+		return fmt.Errorf("%s: capabilities: %w", h.ID, err)
+	}
+	return nil
 }
 
 // tail returns the last n bytes of a file, for error messages about daemons whose
