@@ -100,7 +100,7 @@ func TestPlanExplainShowsEveryCandidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Hosts at risk:", "kvm-a: P(CPU > 100%)", "migrate batch-1 from kvm-a", "Candidates for batch-1:", "rejected by excluded", "feasible", "packing="} {
+	for _, want := range []string{"Hosts at risk:", "kvm-a: P(CPU > 100%)", "migrate batch-2 from kvm-a", "Candidates for batch-2:", "rejected by excluded", "feasible", "packing="} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan --explain output lacks %q:\n%s", want, out)
 		}

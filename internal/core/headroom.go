@@ -69,6 +69,20 @@ func hostRisk(st *cluster.State, h int, trig policy.OverloadTrigger) (step int, 
 	return -1, prob
 }
 
+// safeWithout reports whether host h would pass the trigger at every step of the
+// horizon without VM v (VMs independent: moments subtract).
+func safeWithout(st *cluster.State, h, v int, trig policy.OverloadTrigger) bool {
+	limit := trig.Threshold * st.Snap.Hosts[h].Capacity.CPU
+	for s := 0; s <= st.Steps(); s++ {
+		mu, variance := st.HostMoment(h, -1, s)
+		mv, vv := st.VMMoment(v, s)
+		if policy.ProbAbove(mu-mv, math.Sqrt(max(variance-vv, 0)), limit) >= trig.Probability {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *Headroom) trigger(snap *model.Snapshot, h int) policy.OverloadTrigger {
 	t := p.Cfg.Overload
 	for _, v := range snap.Hosts[h].VMs {
@@ -180,45 +194,69 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 			if s, _ := hostRisk(st, h, trig); s < 0 {
 				break
 			}
-			// Take the VM that takes most risk away per second of migration: its
-			// bound at the breach step, so a climbing VM goes before a steady one.
-			best, bestGain := -1, -1.0
+			// Of the VMs whose move alone makes the host safe, take the quickest
+			// to move (MMT's rule, with the transfer model's times live); if none
+			// is enough, the one that takes most risk away per second of
+			// migration. Risk is the VM's bound at the breach step, so of two
+			// equally quick moves the climbing VM goes before the steady one.
+			type pick struct {
+				v           int
+				clears      bool
+				secs, bound float64
+			}
+			better := func(a, b pick) bool {
+				switch {
+				case a.clears != b.clears:
+					return a.clears
+				case a.clears && a.secs != b.secs:
+					return a.secs < b.secs
+				case a.clears:
+					return a.bound > b.bound
+				}
+				return (a.bound+1)/(a.secs+1) > (b.bound+1)/(b.secs+1)
+			}
+			best := pick{v: -1}
 			for _, v := range st.VMs(h) {
 				if tried[v] || !movable(v) || snap.VMs[v].Host != h || (cooling(v) && r.step > 0) {
 					continue
 				}
 				mu, variance := st.VMMoment(v, max(r.step, 0))
-				gain := (mu + zC*math.Sqrt(variance) + 1) / (st.MigrationSeconds(v, h) + 1)
-				if gain > bestGain {
-					best, bestGain = v, gain
+				c := pick{v, safeWithout(st, h, v, trig), st.MigrationSeconds(v, h), mu + zC*math.Sqrt(variance)}
+				if best.v < 0 || better(c, best) {
+					best = c
 				}
 			}
-			if best < 0 {
+			if best.v < 0 {
 				break
 			}
-			tried[best] = true
-			st.Remove(best, h)
-			t, cands := p.chain.Select(ctx, best, excl, explain)
+			v := best.v
+			tried[v] = true
+			st.Remove(v, h)
+			t, cands := p.chain.Select(ctx, v, excl, explain)
 			if t < 0 {
-				st.Add(best, h)
-				out.Unplaced = append(out.Unplaced, Unplaced{VM: best, Reason: NoSuitableHost + ": " + placement.RejectionSummary(cands)})
+				st.Add(v, h)
+				out.Unplaced = append(out.Unplaced, Unplaced{VM: v, Reason: NoSuitableHost + ": " + placement.RejectionSummary(cands)})
 				if explain {
-					out.Candidates[snap.VMs[best].ID] = cands
+					out.Candidates[snap.VMs[v].ID] = cands
 				}
 				continue
 			}
-			st.Add(best, t)
+			st.Add(v, t)
 			received[t] = true
 			budget--
-			out.Moves = append(out.Moves, p.move(snap, best, t, model.PriorityOverload, model.Reason{
+			why := "its move alone makes the host safe and is the quickest such move"
+			if !best.clears {
+				why = "no single move makes the host safe; its demand bound there is the largest per migration second"
+			}
+			out.Moves = append(out.Moves, p.move(snap, v, t, model.PriorityOverload, model.Reason{
 				Rule:        "overload",
 				Probability: r.prob,
-				Detail: fmt.Sprintf("P(host %s CPU > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); moved the VM whose demand bound there is largest per migration second",
-					snap.Hosts[h].ID, 100*trig.Threshold, r.prob, r.step, st.Steps(), float64(r.step)*snap.Interval),
+				Detail: fmt.Sprintf("P(host %s CPU > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); %s (%.0f s)",
+					snap.Hosts[h].ID, 100*trig.Threshold, r.prob, r.step, st.Steps(), float64(r.step)*snap.Interval, why, best.secs),
 				Rejected: rejected(cands),
 			}))
 			if explain {
-				out.Candidates[snap.VMs[best].ID] = cands
+				out.Candidates[snap.VMs[v].ID] = cands
 			}
 		}
 	}

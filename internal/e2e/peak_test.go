@@ -16,11 +16,11 @@ import (
 
 // The recurring-peak scenario: prediction, not reaction. host0 (0.9 of a core)
 // runs a guest whose load follows a compressed day: 30 s at 5 % of its vCPU,
-// then a 15 s peak at 60 %, over and over. Beside it a second guest idles at 5 %
+// then a 15 s peak at 55 %, over and over. Beside it a second guest idles at 5 %
 // while the controller watches three of these days; then it steps up to 50 % and
-// holds. From then on every peak puts 1.1 cores on a 0.9-core host. Migrations
-// are capped at 24 MiB/s, so moving the cycling guest (256 MiB, most of it
-// written) takes about 10 s.
+// holds. From then on every peak puts over 1.05 cores on a 0.9-core host. Migrations
+// are capped at 24 MiB/s, so moving the cycling guest (384 MiB, 160 of them
+// written) takes several seconds; moving the other (256 MiB) a few.
 //
 // A reactive policy sees the overload only when a peak has begun, and the host
 // stays saturated while the copy runs. Headroom's forecasts learn the cycle
@@ -28,7 +28,7 @@ import (
 // move takes, and the lead time starts it before the peak.
 const (
 	peakDay      = 45 * time.Second
-	peakTrace    = "headroom.cpu=0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.6,0.6,0.6,0.6,0.6 headroom.step=3s"
+	peakTrace    = "headroom.cpu=0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.55,0.55,0.55,0.55,0.55 headroom.step=3s"
 	peakLearn    = 3 * peakDay
 	peakWatch    = 2 * peakDay // after the step up
 	peakCapMiBps = 24
@@ -46,6 +46,7 @@ anti_thrash: {cooldown: 10m, max_per_cycle: 2}
 type peakResult struct {
 	policy     string
 	saturated  float64 // seconds host0 spent at or above capacity after the step up
+	anySat     float64 // seconds any host did
 	firstSat   float64 // seconds after the step up; NaN if never
 	firstMove  float64 // seconds after the step up the first migration started; NaN if none
 	migrations int     // started after the step up
@@ -57,7 +58,7 @@ func runPeak(t *testing.T, l *lab.Lab, policy, tag string) peakResult {
 	t.Helper()
 	cyc, steady := "cyc-"+tag, "base-"+tag
 	boot(t, l, 0,
-		lab.VMSpec{Name: cyc, MemoryMiB: 256, Args: peakTrace + " headroom.dirty_mib=200 headroom.dirty_rate=8"},
+		lab.VMSpec{Name: cyc, MemoryMiB: 384, Args: peakTrace + " headroom.dirty_mib=160 headroom.dirty_rate=8"},
 		lab.VMSpec{Name: steady, MemoryMiB: 256, Args: "headroom.cpu=0.05 headroom.dirty_mib=8 headroom.dirty_rate=2"})
 	capacity := hostShare * coreMHz(t, l)
 	settle(t, newDriver(t, l, capacity), "host0", 0.8)
@@ -93,10 +94,12 @@ func runPeak(t *testing.T, l *lab.Lab, policy, tag string) peakResult {
 			}
 			var util, demand float64
 			var where []string
+			over := false
 			for _, h := range cy.Snapshot.Hosts {
 				if h.ID == "host0" {
 					util = h.Util
 				}
+				over = over || h.Util >= 1
 			}
 			for _, v := range cy.Snapshot.VMs {
 				if (v.ID == cyc || v.ID == steady) && v.Host >= 0 {
@@ -111,6 +114,9 @@ func runPeak(t *testing.T, l *lab.Lab, policy, tag string) peakResult {
 			t.Logf("%s t=%6.1fs host0 %.2f, demand %.2f, %v, moves %v, started %v", tag, at, util, demand, where, moves, cy.Started)
 			if math.IsNaN(at) {
 				return
+			}
+			if over {
+				res.anySat += dt
 			}
 			if util >= 1 {
 				res.saturated += dt
@@ -152,6 +158,15 @@ func runPeak(t *testing.T, l *lab.Lab, policy, tag string) peakResult {
 	if len(peaks) > 0 {
 		res.peakDemand = median(peaks)
 	}
+	// Under TCG a moved guest's kernel sometimes panics and then spins a full
+	// core (see the saturation scenario): its CPU is real, but not the trace's.
+	for _, g := range []string{cyc, steady} {
+		if loc, err := drv.Locate(context.Background(), g); err == nil && loc.Host != "" {
+			if con, _ := l.Console(hostIndex(t, l, loc.Host), g); strings.Contains(con, "Kernel panic") {
+				t.Logf("KNOWN EMULATOR ISSUE: %s's kernel panicked on %s after a move; any-host figures include its panic loop", g, loc.Host)
+			}
+		}
+	}
 	return res
 }
 
@@ -176,8 +191,8 @@ func (r peakResult) line() string {
 		}
 		return fmt.Sprintf("%.1f", x)
 	}
-	return fmt.Sprintf("E2E-PEAK policy=%s saturated_s=%.1f first_saturated_at_s=%s first_move_at_s=%s migrations=%d peak_demand=%.2f",
-		name, r.saturated, f(r.firstSat), f(r.firstMove), r.migrations, r.peakDemand)
+	return fmt.Sprintf("E2E-PEAK policy=%s saturated_s=%.1f any_host_saturated_s=%.1f first_saturated_at_s=%s first_move_at_s=%s migrations=%d peak_demand=%.2f",
+		name, r.saturated, r.anySat, f(r.firstSat), f(r.firstMove), r.migrations, r.peakDemand)
 }
 
 // TestPredictedPeak: headroom moves a guest off host0 before a recurring peak
@@ -186,25 +201,31 @@ func (r peakResult) line() string {
 // E2E-PEAK lines.
 func TestPredictedPeak(t *testing.T) {
 	l := lab.Shared(t)
-	hr := runPeak(t, l, writePolicy(t, peakPolicy), "hr")
-	t.Log(hr.line())
-	thr := runPeak(t, l, "thr-mmt-0.8", "thr")
-	t.Log(thr.line())
+	// Subtests, so that each run's guests are gone before the next boots its own.
+	var hr, thr peakResult
+	t.Run("headroom", func(t *testing.T) {
+		hr = runPeak(t, l, writePolicy(t, peakPolicy), "hr")
+		t.Log(hr.line())
+		if math.IsNaN(hr.firstMove) {
+			dump(t, hr.log)
+			t.Fatal("headroom never moved a guest")
+		}
+		if !math.IsNaN(hr.firstSat) && hr.firstMove >= hr.firstSat {
+			dump(t, hr.log)
+			t.Errorf("headroom's first move at %.1f s came after host0 saturated at %.1f s", hr.firstMove, hr.firstSat)
+		}
+	})
+	t.Run("thr-mmt-0.8", func(t *testing.T) {
+		thr = runPeak(t, l, "thr-mmt-0.8", "thr")
+		t.Log(thr.line())
+	})
 	if t.Failed() {
-		dump(t, hr.log)
 		return
 	}
 	// Not vacuous: the peaks after the step up overfilled host0 when the guests
-	// were together (the reactive run shows them; headroom may have moved first).
+	// were together.
 	if thr.peakDemand < 1 && hr.peakDemand < 1 {
 		t.Fatalf("peak demand %.2f / %.2f of a host: the scenario never threatened host0", hr.peakDemand, thr.peakDemand)
-	}
-	if math.IsNaN(hr.firstMove) {
-		dump(t, hr.log)
-		t.Fatal("headroom never moved a guest")
-	}
-	if !math.IsNaN(hr.firstSat) && hr.firstMove >= hr.firstSat {
-		t.Errorf("headroom's first move at %.1f s came after host0 saturated at %.1f s", hr.firstMove, hr.firstSat)
 	}
 	if hr.saturated > thr.saturated {
 		t.Errorf("host0 saturated %.1f s under headroom, %.1f s under thr-mmt-0.8", hr.saturated, thr.saturated)

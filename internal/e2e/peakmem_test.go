@@ -39,7 +39,7 @@ func memPeak(t *testing.T, policy string) (saturated, firstMove float64, migrati
 	for i := range step + int(peakWatch/interval) {
 		cyc, base := 0.05, 0.05
 		if i%period >= period*2/3 {
-			cyc = 0.6
+			cyc = 0.55
 		}
 		if i >= step {
 			base = 0.5
