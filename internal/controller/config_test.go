@@ -44,3 +44,24 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseConfig(f *testing.F) {
+	if b, err := os.ReadFile("../../examples/controller.yaml"); err == nil {
+		f.Add(string(b))
+	}
+	f.Add("interval: 3s\nhosts: [{id: a, uri: 'qemu+tcp://a/system'}]\nmax_bandwidth_mibps: .nan\n")
+	f.Add("hosts: [{id: a, uri: x, capacity: {cpu: -1}}]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse([]byte(s), "fuzz.yaml")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml: ") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		// Whatever parses must be usable: a positive interval, hosts, sane limits.
+		if c.Interval <= 0 || len(c.Hosts) == 0 || c.MaxConcurrent < 1 || !(c.MaxBandwidthMiBps >= 0) || c.ForecastDay <= 0 {
+			t.Fatalf("accepted %q as %+v", s, c)
+		}
+	})
+}
