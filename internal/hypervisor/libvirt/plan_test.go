@@ -90,19 +90,19 @@ func TestRates(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	c0 := parseRecord(rec(1e9, 0, 0))
 	s0 := sample{t: t0, id: 1, c: c0}
-	first, bases := rates("v", "h", s0, nil, time.Second)
+	first, bases := rates("v", "h", s0, nil, time.Second, time.Second)
 	if first.Interval != 0 || first.CPUUtil != 0 || first.MemMiB != 128 || first.RSSMiB != 64 || first.DirtyMiBps != 12 {
 		t.Fatalf("first %+v", first)
 	}
 	c1 := parseRecord(rec(2e9, 1024*1024, 2048*1024))
 	s1 := sample{t: t0.Add(2 * time.Second), id: 1, c: c1}
-	s, bases := rates("v", "h", s1, bases, time.Second)
+	s, bases := rates("v", "h", s1, bases, time.Second, time.Second)
 	// 1 s of CPU in 2 s over 2 vCPUs; 2 NICs x 1 MiB in 2 s; 2 MiB read in 2 s.
 	if s.CPUUtil != 0.25 || s.CPUCores != 0.5 || s.NetRxKBps != 1024 || s.DiskRdKBps != 1024 || s.Interval != 2*time.Second {
 		t.Fatalf("rates %+v", s)
 	}
 	// A restarted VM (counters back to small values) is a first sample again.
-	if r, _ := rates("v", "h", sample{t: t0.Add(4 * time.Second), id: 1, c: c0}, bases, time.Second); r.Interval != 0 {
+	if r, _ := rates("v", "h", sample{t: t0.Add(4 * time.Second), id: 1, c: c0}, bases, time.Second, time.Second); r.Interval != 0 {
 		t.Fatalf("restart %+v", r)
 	}
 }

@@ -44,6 +44,9 @@ type sample struct {
 	slack time.Duration
 	id    int32 // libvirt's domain ID: each QEMU process gets a new one
 	c     counters
+	// arrived is when the domain began to run here after an incoming
+	// migration; zero when it did not arrive while watched.
+	arrived time.Time
 }
 
 // running reports whether the sample's domain was running (not paused, as an
@@ -157,10 +160,11 @@ const keepBases = 2
 // no bases, when cur comes from a new QEMU process (its domain ID changed or its
 // CPU time went backwards), or when the domain runs now but did not at the
 // newest base: an incoming migration's QEMU counts the CPU it spent receiving the
-// VM, which is not the guest's load. There are no rates either when no base is
+// VM, which is not the guest's load; nor is a base within settle of that.
+// There are no rates either when no base is
 // old enough or the calls were too slow to say when the counters were read. cur
 // joins the bases only if it is at least minInterval after the newest.
-func rates(vm, host string, cur sample, bases []sample, minInterval time.Duration) (hypervisor.VMStats, []sample) {
+func rates(vm, host string, cur sample, bases []sample, minInterval, settle time.Duration) (hypervisor.VMStats, []sample) {
 	s := hypervisor.VMStats{
 		VM: vm, Host: host, Time: cur.t, VCPUs: cur.c.vcpus,
 		CPUSeconds: float64(cur.c.cpuNs) / 1e9,
@@ -174,12 +178,20 @@ func rates(vm, host string, cur sample, bases []sample, minInterval time.Duratio
 		return s, []sample{cur}
 	}
 	last := bases[len(bases)-1]
-	if cur.id != last.id || (cur.c.hasCPU && last.c.hasCPU && cur.c.cpuNs < last.c.cpuNs) || (cur.running() && !last.running()) {
+	if cur.id != last.id || (cur.c.hasCPU && last.c.hasCPU && cur.c.cpuNs < last.c.cpuNs) {
 		return s, []sample{cur}
 	}
+	if cur.running() && !last.running() {
+		cur.arrived = cur.t
+		return s, []sample{cur}
+	}
+	cur.arrived = last.arrived
 	for i := len(bases) - 1; i >= 0; i-- {
 		b := bases[i]
 		dt := cur.t.Sub(b.t)
+		if !b.arrived.IsZero() && b.t.Before(b.arrived.Add(settle)) {
+			continue
+		}
 		if dt >= minInterval && float64(b.slack+cur.slack) <= maxTimingError*float64(dt) {
 			measure(&s, b, cur, dt)
 			break
@@ -285,7 +297,7 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			if n := len(bases); n > 0 && !cur.c.hasRSS && bases[n-1].c.hasRSS && bases[n-1].id == cur.id {
 				cur.c.rssKiB, cur.c.hasRSS = bases[n-1].c.rssKiB, true // the last known, while the job is busy
 			}
-			vs, bases := rates(r.Dom.Name, id, cur, bases, d.cfg.MinRateInterval)
+			vs, bases := rates(r.Dom.Name, id, cur, bases, d.cfg.MinRateInterval, d.cfg.ArrivalSettle)
 			d.prev[key] = bases
 			dk := dirtyKey(id, r.Dom)
 			seenDirty[dk] = true

@@ -52,7 +52,7 @@ func fakeDriver(t *testing.T, hosts map[string]*fakeHost, ids ...string) *Driver
 	for _, id := range ids {
 		hcs = append(hcs, HostConfig{ID: id, URI: "qemu+tcp://" + id + "/system"})
 	}
-	d, err := New(Config{Hosts: hcs, Dial: fakeDial(hosts), MinRateInterval: 200 * time.Millisecond})
+	d, err := New(Config{Hosts: hcs, Dial: fakeDial(hosts), MinRateInterval: 200 * time.Millisecond, ArrivalSettle: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,10 +161,14 @@ func TestStatsAfterAnIncomingMigration(t *testing.T) {
 	if first == nil || first.Interval != 0 {
 		t.Errorf("first sample running on the target: %+v, want no rate (Interval 0)", first)
 	}
-	for i := range 2 {
+	// Within ArrivalSettle (500 ms) of the arrival no sample is a base.
+	for i := range 4 {
 		time.Sleep(300 * time.Millisecond)
 		s := statsOf(t, d, "b", "v")
-		if s == nil || s.Interval == 0 || !near(s.CPUUtil, 0.3) {
+		switch {
+		case i < 2 && (s == nil || s.Interval != 0):
+			t.Errorf("sample %d on the target, %d ms after it arrived: %+v, want no rate yet", i+2, 300*(i+1), s)
+		case i >= 2 && (s == nil || s.Interval == 0 || !near(s.CPUUtil, 0.3)):
 			t.Errorf("sample %d on the target: %+v, want the guest's 0.3", i+2, s)
 		}
 	}
@@ -218,6 +222,14 @@ func TestRatesRules(t *testing.T) {
 	reset := at(2*time.Second, ms, 5, rec(1, time.Second))
 	pausedNow := at(2*time.Second, ms, 5, rec(3, 11*time.Second))
 	slowNow := at(2*time.Second, 400*ms, 5, rec(1, 11*time.Second))
+	arrivedNext := next
+	arrivedNext.arrived = next.t
+	landed := base
+	landed.arrived = base.t
+	settling := at(1500*ms, ms, 5, rec(1, 10*time.Second+750*ms))
+	settling.arrived = base.t
+	settledCur := at(3*time.Second, ms, 5, rec(1, 11*time.Second+500*ms))
+	settledCur.arrived = base.t
 	for _, tc := range []struct {
 		name     string
 		bases    []sample
@@ -232,7 +244,9 @@ func TestRatesRules(t *testing.T) {
 		{"capped at the vCPUs", []sample{base}, capped, time.Second, 1, []sample{base, capped}},
 		{"new process: domain ID", []sample{base}, restarted, 0, 0, []sample{restarted}},
 		{"new process: CPU time back", []sample{base}, reset, 0, 0, []sample{reset}},
-		{"runs now, paused before (incoming)", []sample{older, paused}, next, 0, 0, []sample{next}},
+		{"runs now, paused before (incoming)", []sample{older, paused}, next, 0, 0, []sample{arrivedNext}},
+		{"within the settle after arriving", []sample{landed}, settling, 0, 0, []sample{landed, settling}},
+		{"after the settle: from a settled base", []sample{landed, settling}, settledCur, 1500 * ms, 0.25, []sample{settling, settledCur}},
 		{"paused now, ran before", []sample{base}, pausedNow, 2 * time.Second, 0.25, []sample{base, pausedNow}},
 		{"too soon, one base", []sample{base}, soon, 0, 0, []sample{base}},
 		{"too soon: from the older base", []sample{older, base}, soon, 2500 * ms, 0.25, []sample{older, base}},
@@ -240,7 +254,7 @@ func TestRatesRules(t *testing.T) {
 		{"slow base: from the older one", []sample{older, slowBase}, next, 4 * time.Second, 0.25, []sample{slowBase, next}},
 		{"no cpu.time: no CPU rate, not a restart", []sample{base}, noCPU, 2 * time.Second, 0, []sample{base, noCPU}},
 	} {
-		s, after := rates("v", "h", tc.cur, tc.bases, time.Second)
+		s, after := rates("v", "h", tc.cur, tc.bases, time.Second, time.Second)
 		if s.Interval != tc.interval || math.Abs(s.CPUUtil-tc.util) > 1e-9 || !slices.Equal(after, tc.after) {
 			t.Errorf("%s: interval %v util %v, bases %v; want %v, %v, %v", tc.name, s.Interval, s.CPUUtil, times(after), tc.interval, tc.util, times(tc.after))
 		}
