@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,15 +157,7 @@ func runPeak(t *testing.T, l *lab.Lab, policy, tag string) peakResult {
 	if len(peaks) > 0 {
 		res.peakDemand = median(peaks)
 	}
-	// Under TCG a moved guest's kernel sometimes panics and then spins a full
-	// core (see the saturation scenario): its CPU is real, but not the trace's.
-	for _, g := range []string{cyc, steady} {
-		if loc, err := drv.Locate(context.Background(), g); err == nil && loc.Host != "" {
-			if con, _ := l.Console(hostIndex(t, l, loc.Host), g); strings.Contains(con, "Kernel panic") {
-				t.Logf("KNOWN EMULATOR ISSUE: %s's kernel panicked on %s after a move; any-host figures include its panic loop", g, loc.Host)
-			}
-		}
-	}
+	flagPanics(t, l, drv, cyc, steady)
 	return res
 }
 
@@ -181,18 +172,8 @@ func median(xs []float64) float64 {
 }
 
 func (r peakResult) line() string {
-	name := r.policy
-	if strings.HasPrefix(name, "headroom:") {
-		name = "headroom"
-	}
-	f := func(x float64) string {
-		if math.IsNaN(x) {
-			return "none"
-		}
-		return fmt.Sprintf("%.1f", x)
-	}
 	return fmt.Sprintf("E2E-PEAK policy=%s saturated_s=%.1f any_host_saturated_s=%.1f first_saturated_at_s=%s first_move_at_s=%s migrations=%d peak_demand=%.2f",
-		name, r.saturated, r.anySat, f(r.firstSat), f(r.firstMove), r.migrations, r.peakDemand)
+		shortPolicy(r.policy), r.saturated, r.anySat, seconds(r.firstSat), seconds(r.firstMove), r.migrations, r.peakDemand)
 }
 
 // TestPredictedPeak: headroom moves a guest off host0 before a recurring peak

@@ -194,15 +194,7 @@ func runScenario(t *testing.T, l *lab.Lab, policy, tag string) scenarioResult {
 		res.holdDemand = hold[len(hold)/2]
 	}
 	res.migrations = len(list(t, log, store.Filter{Kind: store.MigrationStart}))
-	// Under TCG a moved guest's kernel sometimes panics and then spins a full
-	// core: its CPU is real, but no longer the trace's.
-	for _, g := range []string{steady, rise} {
-		if loc, err := drv.Locate(context.Background(), g); err == nil && loc.Host != "" {
-			if con, _ := l.Console(hostIndex(t, l, loc.Host), g); strings.Contains(con, "Kernel panic") {
-				t.Logf("KNOWN EMULATOR ISSUE: %s's kernel panicked on %s after a move; the demand figures include its panic loop", g, loc.Host)
-			}
-		}
-	}
+	flagPanics(t, l, drv, steady, rise)
 	for _, e := range list(t, log, store.Filter{VM: rise}) {
 		switch {
 		case e.Kind == store.MigrationStart && math.IsNaN(res.migStart):
@@ -258,18 +250,38 @@ func settle(t *testing.T, d hypervisor.Driver, host string, below float64) {
 
 // line is the grep-able summary of a run.
 func (r scenarioResult) line() string {
-	name := r.policy
-	if strings.HasPrefix(name, "headroom:") {
-		name = "headroom"
-	}
-	f := func(x float64) string {
-		if math.IsNaN(x) {
-			return "none"
-		}
-		return fmt.Sprintf("%.1f", x)
-	}
 	return fmt.Sprintf("E2E-SATURATION policy=%s saturated_s=%.1f first_saturated_at_s=%s migrated_at_s=%s migrations=%d hold_demand=%.2f",
-		name, r.saturated, f(r.firstSat), f(r.migStart), r.migrations, r.holdDemand)
+		shortPolicy(r.policy), r.saturated, seconds(r.firstSat), seconds(r.migStart), r.migrations, r.holdDemand)
+}
+
+// shortPolicy names a policy without its file.
+func shortPolicy(p string) string {
+	if strings.HasPrefix(p, "headroom:") {
+		return "headroom"
+	}
+	return p
+}
+
+// seconds formats a time in a summary line; NaN is "none".
+func seconds(x float64) string {
+	if math.IsNaN(x) {
+		return "none"
+	}
+	return fmt.Sprintf("%.1f", x)
+}
+
+// flagPanics logs each guest whose kernel panicked: under TCG a moved guest's
+// kernel sometimes panics and then spins a full core, so its CPU is real but no
+// longer its trace's, and the figures that follow include that loop.
+func flagPanics(t *testing.T, l *lab.Lab, drv hypervisor.Driver, guests ...string) {
+	t.Helper()
+	for _, g := range guests {
+		if loc, err := drv.Locate(context.Background(), g); err == nil && loc.Host != "" {
+			if con, _ := l.Console(hostIndex(t, l, loc.Host), g); strings.Contains(con, "Kernel panic") {
+				t.Logf("KNOWN EMULATOR ISSUE: %s's kernel panicked on %s after a move; the figures include its panic loop", g, loc.Host)
+			}
+		}
+	}
 }
 
 // TestProactiveMigration is the acceptance scenario: headroom moves the rising
