@@ -69,6 +69,30 @@ func hostRisk(st *cluster.State, h int, trig policy.OverloadTrigger) (step int, 
 	return -1, prob
 }
 
+// overloadPick is a candidate to leave an overloaded host: whether its move
+// alone makes the host safe, how long the move takes, and its demand bound at
+// the breach step.
+type overloadPick struct {
+	v           int
+	clears      bool
+	secs, bound float64
+}
+
+// better: a move that makes the host safe beats one that does not; among those,
+// the quicker, then the larger bound; among the rest, the larger bound per
+// second.
+func (a overloadPick) better(b overloadPick) bool {
+	switch {
+	case a.clears != b.clears:
+		return a.clears
+	case a.clears && a.secs != b.secs:
+		return a.secs < b.secs
+	case a.clears:
+		return a.bound > b.bound
+	}
+	return (a.bound+1)/(a.secs+1) > (b.bound+1)/(b.secs+1)
+}
+
 // safeWithout reports whether host h would pass the trigger at every step of the
 // horizon without VM v (VMs independent: moments subtract).
 func safeWithout(st *cluster.State, h, v int, trig policy.OverloadTrigger) bool {
@@ -199,30 +223,14 @@ func (p *Headroom) plan(in Input, explain bool) Explained {
 			// is enough, the one that takes most risk away per second of
 			// migration. Risk is the VM's bound at the breach step, so of two
 			// equally quick moves the climbing VM goes before the steady one.
-			type pick struct {
-				v           int
-				clears      bool
-				secs, bound float64
-			}
-			better := func(a, b pick) bool {
-				switch {
-				case a.clears != b.clears:
-					return a.clears
-				case a.clears && a.secs != b.secs:
-					return a.secs < b.secs
-				case a.clears:
-					return a.bound > b.bound
-				}
-				return (a.bound+1)/(a.secs+1) > (b.bound+1)/(b.secs+1)
-			}
-			best := pick{v: -1}
+			best := overloadPick{v: -1}
 			for _, v := range st.VMs(h) {
 				if tried[v] || !movable(v) || snap.VMs[v].Host != h || (cooling(v) && r.step > 0) {
 					continue
 				}
 				mu, variance := st.VMMoment(v, max(r.step, 0))
-				c := pick{v, safeWithout(st, h, v, trig), st.MigrationSeconds(v, h), mu + zC*math.Sqrt(variance)}
-				if best.v < 0 || better(c, best) {
+				c := overloadPick{v, safeWithout(st, h, v, trig), st.MigrationSeconds(v, h), mu + zC*math.Sqrt(variance)}
+				if best.v < 0 || c.better(best) {
 					best = c
 				}
 			}
