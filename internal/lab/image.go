@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -98,18 +99,43 @@ func buildImage(ctx context.Context, dir, kernel, guestBin string) (kpath, ipath
 	return kpath, ipath, os.WriteFile(ipath, buf.Bytes(), 0o644)
 }
 
-// emulatorWrapper runs QEMU with single-threaded TCG. libvirt asks for "-accel tcg",
-// which on an x86 host means multi-threaded TCG. Under TCG, QEMU 7.2 sometimes
-// loses guest kernel writes made during a live migration: the guest kernel hits
-// list or rbtree corruption on the target seconds to a minute after the move. We
-// measured that after about one move in three with multi-threaded TCG and after
-// one in ten with thread=single (one vCPU gains nothing from threads anyway).
-// libvirt 9.0 has no setting for this, hence the wrapper.
+// emulatorWrapper works around two QEMU 7.2 TCG faults that lose guest writes
+// during a live migration (the guest kernel then hits list or rbtree corruption on
+// the target, seconds to a minute after the move):
+//
+//   - Dirty-bitmap sync fast path. For a RAM block whose size is a multiple of 64
+//     pages, cpu_physical_memory_sync_dirty_bitmap clears the migration bits a word
+//     at a time and never resets the TCG TLB's not-dirty flags, so later stores
+//     through a cached TLB entry are not marked dirty and never resent. Fixed
+//     upstream in QEMU 9.0 ("physmem: Fix migration dirty bitmap coherency with TCG
+//     memory access"); Debian 12's 7.2.22 lacks it. libvirt rounds guest memory to
+//     1 MiB, so the wrapper adds 8 KiB (QEMU's own alignment) to both "-m" and the
+//     pc.ram backend: the sync then takes the per-page path, which resets the TLB.
+//   - libvirt asks for "-accel tcg", multi-threaded TCG on an x86 host; the wrapper
+//     makes it thread=single (one vCPU gains nothing from threads).
+//
+// Source and target both run the wrapper, so their RAM sizes match. libvirt 9.0 has
+// no setting for either, hence a wrapper. Config.NoRAMPad leaves the RAM size
+// alone, to reproduce the first fault.
 const emulatorWrapper = `#!/bin/sh
-# written by headroom lab: QEMU with single-threaded TCG (see internal/lab/image.go)
+# written by headroom lab: see internal/lab/image.go, emulatorWrapper
+pad=@PAD@
+mib= backend=
+prev=
+for a in "$@"; do
+	case "$prev" in -m) case "$a" in *[!0-9]*|'') ;; *) mib=$a ;; esac ;; esac
+	case "$a" in *'"id":"pc.ram","size":'*) backend=$(printf '%s' "$a" | sed -n 's/.*"id":"pc.ram","size":\([0-9]*\).*/\1/p') ;; esac
+	prev=$a
+done
+# Pad only when both sizes are known and agree, so QEMU never sees a mismatch.
+if [ -z "$mib" ] || [ -z "$backend" ] || [ "$((mib * 1048576))" != "$backend" ]; then pad=0; fi
 prev=
 for a in "$@"; do
 	if [ "$prev" = "-accel" ] && [ "$a" = "tcg" ]; then a="tcg,thread=single"; fi
+	if [ "$pad" != 0 ]; then
+		if [ "$prev" = "-m" ]; then a="$(((backend + pad) / 1024))k"; fi
+		case "$a" in *'"id":"pc.ram","size":'*) a=$(printf '%s' "$a" | sed "s/\"id\":\"pc.ram\",\"size\":$backend/\"id\":\"pc.ram\",\"size\":$((backend + pad))/") ;; esac
+	fi
 	set -- "$@" "$a"
 	shift
 	prev=$a
@@ -117,7 +143,11 @@ done
 exec /usr/bin/qemu-system-x86_64 "$@"
 `
 
-func writeEmulator(dir string) (string, error) {
+func writeEmulator(dir string, ramPad bool) (string, error) {
+	pad := 0
+	if ramPad {
+		pad = 8192
+	}
 	path := filepath.Join(dir, "qemu-tcg-single")
-	return path, os.WriteFile(path, []byte(emulatorWrapper), 0o755)
+	return path, os.WriteFile(path, []byte(strings.Replace(emulatorWrapper, "@PAD@", strconv.Itoa(pad), 1)), 0o755)
 }

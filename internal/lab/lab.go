@@ -52,6 +52,9 @@ type Config struct {
 	GuestBin string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// NoRAMPad runs guests without the RAM-size workaround for QEMU 7.2's lost
+	// TCG writes during migration (see emulatorWrapper), to reproduce the fault.
+	NoRAMPad bool
 }
 
 func (c *Config) defaults() {
@@ -193,7 +196,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.Emulator, err = writeEmulator(filepath.Join(cfg.Dir, "image")); err != nil {
+	if l.Emulator, err = writeEmulator(filepath.Join(cfg.Dir, "image"), !cfg.NoRAMPad); err != nil {
 		return nil, err
 	}
 
