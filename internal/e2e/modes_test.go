@@ -145,7 +145,7 @@ func TestDrain(t *testing.T) {
 		if _, there := loc.States[where[vm]]; !there || loc.States["host0"].Active() {
 			t.Errorf("%s: %+v, want it on %s", vm, loc, where[vm])
 		} else if loc.Host != where[vm] {
-			t.Logf("KNOWN EMULATOR ISSUE: %s is %s on %s some seconds after its move (TCG guest crash)", vm, loc.States[where[vm]], where[vm])
+			t.Errorf("%s is %s on %s some seconds after its move, want running", vm, loc.States[where[vm]], where[vm])
 		}
 	}
 	if where["drain-a"] == where["drain-b"] {

@@ -255,10 +255,8 @@ func TestCPUAcrossMigration(t *testing.T) {
 		t.Fatalf("%d rated samples on host1, want at least 3", len(onTarget))
 	}
 	if con, _ := l.Console(1, "cpu"); strings.Contains(con, "Kernel panic") {
-		// A panicked guest spins at a full core: its load is real, but not the
-		// trace's, so the comparison below says nothing.
-		t.Logf("KNOWN EMULATOR ISSUE: the guest's kernel panicked on host1 after the move under TCG")
-		return
+		// A panicked guest spins at a full core, so the comparison below says nothing.
+		t.Fatalf("the guest's kernel panicked on host1 after the move")
 	}
 	rest := slices.Clone(onTarget[1:])
 	slices.Sort(rest)
@@ -400,8 +398,7 @@ func cpuOver(t *testing.T, d hypervisor.Driver, vm string, dt time.Duration) hyp
 
 // TestMigrationModes moves fresh guests with post-copy, and with auto-converge over
 // parallel connections (libvirt 9.0 has no zlib/zstd compression; xbzrle and mt do
-// not combine with parallel connections). (Fresh guests: under TCG a migrated
-// guest sometimes crashes a while after its move, see internal/lab/image.go.)
+// not combine with parallel connections).
 func TestMigrationModes(t *testing.T) {
 	l := lab.Shared(t)
 	d := driverFor(t, l)
@@ -413,28 +410,18 @@ func TestMigrationModes(t *testing.T) {
 	if res.Iteration < 2 {
 		t.Errorf("post-copy switched before the first pass ended: %+v", res.Progress)
 	}
-	// The move itself is verified above. The guest's health after a post-copy move
-	// is the emulator's business: under TCG (QEMU 7.2) its kernel usually panics at
-	// once (stack corruption). Say so loudly, but do not fail the driver for it.
-	if line, err := l.WaitProgress(ctx, 2, "pc", 2, 20*time.Second); err == nil {
-		noLostWrites(t, line)
-	} else if con, _ := l.Console(2, "pc"); strings.Contains(con, "Kernel panic") {
-		t.Logf("KNOWN EMULATOR ISSUE: guest kernel panicked after the post-copy move under TCG: %.300s", err)
-	} else if loc, lerr := d.Locate(ctx, "pc"); lerr == nil && loc.Host == "host2" {
-		// Running on the target but silent: the same emulator fault before its
-		// panic reaches the console (seen once, on a machine under load).
-		t.Logf("KNOWN EMULATOR ISSUE: guest runs on host2 after the post-copy move but prints nothing under TCG: %v", err)
-	} else {
-		t.Fatal(err)
+	line, err := l.WaitProgress(ctx, 2, "pc", 2, 30*time.Second)
+	if err != nil {
+		t.Fatalf("guest after the post-copy move: %v", err)
 	}
+	noLostWrites(t, line)
 	stopVM(t, l, "pc")
 
 	l.BootVM(t, 2, lab.VMSpec{Name: "ac", Args: "headroom.cpu=0.3 headroom.dirty_mib=32 headroom.dirty_rate=40"})
 	migrate(t, d, "ac", "host0", model.StateTransferOptions{
 		Mode: model.AutoConverge, ParallelStreams: 2, BandwidthMiBps: 200, MaxDowntimeMs: 200,
 	})
-	line, err := l.WaitProgress(ctx, 0, "ac", 2, 30*time.Second)
-	if err != nil {
+	if line, err = l.WaitProgress(ctx, 0, "ac", 2, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	noLostWrites(t, line)

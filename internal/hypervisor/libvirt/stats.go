@@ -160,8 +160,8 @@ const keepBases = 2
 // no bases, when cur comes from a new QEMU process (its domain ID changed or its
 // CPU time went backwards), or when the domain runs now but did not at the
 // newest base: an incoming migration's QEMU counts the CPU it spent receiving the
-// VM, which is not the guest's load; nor is a base within settle of that.
-// There are no rates either when no base is
+// VM, which is not the guest's load; nor is a base within settle of that, nor
+// the span between two paused samples. There are no rates either when no base is
 // old enough or the calls were too slow to say when the counters were read. cur
 // joins the bases only if it is at least minInterval after the newest.
 func rates(vm, host string, cur sample, bases []sample, minInterval, settle time.Duration) (hypervisor.VMStats, []sample) {
@@ -190,6 +190,11 @@ func rates(vm, host string, cur sample, bases []sample, minInterval, settle time
 		b := bases[i]
 		dt := cur.t.Sub(b.t)
 		if !b.arrived.IsZero() && b.t.Before(b.arrived.Add(settle)) {
+			continue
+		}
+		if !cur.running() && !b.running() {
+			// Paused throughout: QEMU's own work (receiving an incoming
+			// migration), not the guest's.
 			continue
 		}
 		if dt >= minInterval && float64(b.slack+cur.slack) <= maxTimingError*float64(dt) {

@@ -154,6 +154,10 @@ func TestStatsAfterAnIncomingMigration(t *testing.T) {
 	if s := statsOf(t, d, "a", "v"); s == nil || s.Interval == 0 || !near(s.CPUUtil, 0.3) {
 		t.Fatalf("on the source: %+v, want 0.3", s)
 	}
+	time.Sleep(300 * time.Millisecond)
+	if s := statsOf(t, d, "b", "v"); s == nil || s.Interval != 0 {
+		t.Errorf("paused on the target, receiving the VM: %+v, want no rate", s)
+	}
 	step(2)
 	dst.set(0.3, 1) // the move completes: the guest runs on b
 	time.Sleep(300 * time.Millisecond)
@@ -221,6 +225,7 @@ func TestRatesRules(t *testing.T) {
 	restarted := at(2*time.Second, ms, 6, rec(1, 11*time.Second))
 	reset := at(2*time.Second, ms, 5, rec(1, time.Second))
 	pausedNow := at(2*time.Second, ms, 5, rec(3, 11*time.Second))
+	pausedLater := at(2*time.Second, ms, 5, rec(3, 12*time.Second))
 	slowNow := at(2*time.Second, 400*ms, 5, rec(1, 11*time.Second))
 	arrivedNext := next
 	arrivedNext.arrived = next.t
@@ -248,6 +253,7 @@ func TestRatesRules(t *testing.T) {
 		{"within the settle after arriving", []sample{landed}, settling, 0, 0, []sample{landed, settling}},
 		{"after the settle: from a settled base", []sample{landed, settling}, settledCur, 1500 * ms, 0.25, []sample{settling, settledCur}},
 		{"paused now, ran before", []sample{base}, pausedNow, 2 * time.Second, 0.25, []sample{base, pausedNow}},
+		{"paused now and before (receiving)", []sample{paused}, pausedLater, 0, 0, []sample{paused, pausedLater}},
 		{"too soon, one base", []sample{base}, soon, 0, 0, []sample{base}},
 		{"too soon: from the older base", []sample{older, base}, soon, 2500 * ms, 0.25, []sample{older, base}},
 		{"slow call now", []sample{base}, slowNow, 0, 0, []sample{base, slowNow}},
