@@ -125,3 +125,28 @@ func TestReportIsWritten(t *testing.T) {
 		}
 	}
 }
+
+// TestScorecardOnSplitDays runs the scorecard on day folders CloudSim never saw
+// (so its policies are simulated), on a cluster sized by --hosts.
+func TestScorecardOnSplitDays(t *testing.T) {
+	root := t.TempDir()
+	day := filepath.Join(root, "tiny-even")
+	os.Mkdir(day, 0o755)
+	for v := range 6 {
+		var b strings.Builder
+		for i := range 288 {
+			b.WriteString([]string{"10\n", "90\n", "40\n"}[(i/24+v)%3])
+		}
+		os.WriteFile(filepath.Join(day, "vm"+string(rune('a'+v))), []byte(b.String()), 0o644)
+	}
+	if _, err := run("scorecard", root, "--hosts", "-1"); err == nil || !strings.Contains(err.Error(), "--hosts") {
+		t.Errorf("negative --hosts: %v", err)
+	}
+	out, err := run("scorecard", root, "--hosts", "4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "| tiny-even | ") {
+		t.Errorf("no row for the split day:\n%s", out)
+	}
+}

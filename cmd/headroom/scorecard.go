@@ -16,6 +16,7 @@ var cloudsimPolicies = []string{"thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr
 
 func newScorecardCmd() *cobra.Command {
 	var pol, randomRules string
+	var hosts int
 	cmd := &cobra.Command{
 		Use:   "scorecard <planetlab-root>",
 		Short: "Measure a policy against CloudSim's best on every PlanetLab day",
@@ -27,6 +28,9 @@ against the oracle. Where CloudSim 3.0.3's own figures exist for a day they are 
 baseline; otherwise our simulation of CloudSim's policies is.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if hosts < 0 {
+				return fmt.Errorf("--hosts %d: want a positive number of hosts", hosts)
+			}
 			days, err := listDays(args[0])
 			if err != nil {
 				return err
@@ -45,6 +49,9 @@ baseline; otherwise our simulation of CloudSim's policies is.`,
 					return err
 				}
 				cfg := sim.DefaultConfig()
+				if hosts > 0 {
+					cfg.Hosts = hosts
+				}
 				rs, err := loadRules("", randomRules, w, cfg.Hosts)
 				if err != nil {
 					return err
@@ -100,6 +107,7 @@ baseline; otherwise our simulation of CloudSim's policies is.`,
 		},
 	}
 	cmd.Flags().StringVar(&pol, "policy", "headroom", "policy to score")
+	cmd.Flags().IntVar(&hosts, "hosts", 0, "hosts in each run (default: the simulator's 800)")
 	cmd.Flags().StringVar(&randomRules, "random-rules", "", "attach generated must rules to the policy's runs (see simulate --random-rules)")
 	return cmd
 }

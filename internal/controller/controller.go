@@ -171,7 +171,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 				vm.ObserveAll(snap.VMs[i].Demand)
 			}
 			forecasts[i] = vm.Forecast(steps, fp.Confidence())
-			capToSize(&forecasts[i], snap.VMs[i].Size)
+			forecasts[i].Clamp(snap.VMs[i].Size)
 		}
 	}
 	cy.Forecasts = forecasts
@@ -237,31 +237,6 @@ func (c *Controller) dirtyInput(vm model.VM) transfer.Input {
 		in.DirtyUpperMiBps = max(f.Upper[0].CPU, in.DirtyMiBps)
 	}
 	return in
-}
-
-// capToSize bounds a VM's forecast, point and upper bound, by its size where a
-// size means a limit: its vCPUs cannot use more CPU, and it cannot use more memory
-// than it has. A model extrapolating a climb, or a bound widened by noisy
-// history, would otherwise ask a host for room the VM can never take. Network
-// and disk have no size.
-func capToSize(f *model.ResourceForecast, size model.Resources) {
-	capAt := func(xs []float64, limit float64) {
-		for i := range xs {
-			xs[i] = min(xs[i], limit)
-		}
-	}
-	if size.CPU > 0 {
-		capAt(f.PredictedCPU, size.CPU)
-		for i := range f.Upper {
-			f.Upper[i].CPU = min(f.Upper[i].CPU, size.CPU)
-		}
-	}
-	if size.Mem > 0 {
-		capAt(f.PredictedMemory, size.Mem)
-		for i := range f.Upper {
-			f.Upper[i].Mem = min(f.Upper[i].Mem, size.Mem)
-		}
-	}
 }
 
 // carryDemand gives a VM whose sample has no rate this cycle (its first on the

@@ -190,6 +190,37 @@ type ResourceForecast struct {
 	Confidence         float64     `json:"confidence"`
 }
 
+// Clamp bounds the forecast, point and upper bound, to what the VM can use: never
+// below zero, and where a size means a limit, no more CPU than its vCPUs give or
+// memory than it has. A model extrapolating a climb, or a bound widened by noisy
+// history, would otherwise ask a host for room the VM can never take. Network and
+// disk have no size. The simulator and the live controller both clamp, so their
+// decisions see the same forecasts.
+func (f *ResourceForecast) Clamp(size Resources) {
+	clamp := func(x, limit float64) float64 {
+		if limit > 0 {
+			x = min(x, limit)
+		}
+		return max(x, 0)
+	}
+	for i := range f.PredictedCPU {
+		f.PredictedCPU[i] = clamp(f.PredictedCPU[i], size.CPU)
+	}
+	for i := range f.PredictedMemory {
+		f.PredictedMemory[i] = clamp(f.PredictedMemory[i], size.Mem)
+	}
+	for _, xs := range [][]float64{f.PredictedNetworkIO, f.PredictedDiskIO} {
+		for i := range xs {
+			xs[i] = max(xs[i], 0)
+		}
+	}
+	for i := range f.Upper {
+		u := &f.Upper[i]
+		u.CPU, u.Mem = clamp(u.CPU, size.CPU), clamp(u.Mem, size.Mem)
+		u.Net, u.Disk = max(u.Net, 0), max(u.Disk, 0)
+	}
+}
+
 // Horizon is the number of steps the forecast covers.
 func (f *ResourceForecast) Horizon() int { return len(f.PredictedCPU) }
 

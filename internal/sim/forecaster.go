@@ -1,8 +1,6 @@
 package sim
 
 import (
-	"math"
-
 	"github.com/headroom/headroom/internal/core"
 	"github.com/headroom/headroom/internal/forecast"
 	"github.com/headroom/headroom/internal/model"
@@ -76,9 +74,7 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 		}
 		f.vms[v].Observe(model.CPU, vms[v].Demand.CPU)
 		fc := f.vms[v].Forecast(f.steps, f.conf)
-		for i := range fc.PredictedCPU {
-			fc.PredictedCPU[i] = math.Max(fc.PredictedCPU[i], 0)
-		}
+		fc.Clamp(vms[v].Size)
 		f.out[v] = fc
 	}
 	return f.out
