@@ -140,14 +140,21 @@ for a in "$@"; do
 	shift
 	prev=$a
 done
-exec /usr/bin/qemu-system-x86_64 "$@"
+exec @QEMU@ "$@"
 `
 
 func writeEmulator(dir string, ramPad bool) (string, error) {
+	return writeWrapper(dir, "/usr/bin/qemu-system-x86_64", ramPad)
+}
+
+// writeWrapper writes emulatorWrapper around qemu (a test passes a program that
+// prints its arguments).
+func writeWrapper(dir, qemu string, ramPad bool) (string, error) {
 	pad := 0
 	if ramPad {
 		pad = 8192
 	}
+	script := strings.NewReplacer("@PAD@", strconv.Itoa(pad), "@QEMU@", qemu).Replace(emulatorWrapper)
 	path := filepath.Join(dir, "qemu-tcg-single")
-	return path, os.WriteFile(path, []byte(strings.Replace(emulatorWrapper, "@PAD@", strconv.Itoa(pad), 1)), 0o755)
+	return path, os.WriteFile(path, []byte(script), 0o755)
 }
