@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# install-deps.sh: installs what headroom's lab tests (and the browser test) need on
+# install-deps.sh: installs what headroom's lab, browser, Prometheus, etcd and R tests need on
 # Debian 12. Idempotent: when everything is present it returns in well under a second.
 #
 # The guest kernel is not installed on the machine: its Debian package is downloaded
@@ -20,6 +20,14 @@ PKGS=(
 	gzip
 	chromium
 	fonts-liberation
+	# metrics and data-source tests: a real Prometheus (and promtool), the libvirt exporter
+	prometheus
+	prometheus-libvirt-exporter
+	# HA tests: a real etcd
+	etcd-server
+	# the backtest's peer: R's forecast package
+	r-base-core
+	r-cran-forecast
 )
 
 log() { echo "install-deps: $*" >&2; }

@@ -51,6 +51,11 @@ type Config struct {
 	// AllowPostCopy lets the chooser pick post-copy, which bounds a migration's time
 	// but leaves the VM depending on both hosts until it ends.
 	AllowPostCopy bool `yaml:"allow_post_copy"`
+	// API secures the HTTP API and dashboard (apiconfig.go).
+	API APIConfig `yaml:"api"`
+	// Source is where stats come from: libvirt (default) or prometheus (sourceconfig.go).
+	Source     string       `yaml:"source"`
+	Prometheus SourceConfig `yaml:"prometheus"`
 }
 
 // HostConfig is one libvirt host.
@@ -126,6 +131,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max_bandwidth_mibps: %v must be a finite number, 0 for no cap", c.MaxBandwidthMiBps)
 	case c.ForecastDay < 0:
 		return fmt.Errorf("forecast_day: %v must be positive", c.ForecastDay)
+	}
+	if err := c.API.validate(); err != nil {
+		return err
+	}
+	if err := c.Prometheus.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
