@@ -43,7 +43,10 @@ for p in "${PKGS[@]}"; do
 	[ "$st" = "install ok installed" ] || missing+=("$p")
 done
 
-kernel_ok() { [ -s "$KDIR/vmlinuz" ]; }
+# The guest loads these modules (listed in load order) for its virtio NIC, disk and
+# balloon; internal/lab puts them in the initramfs.
+GUEST_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk virtio_balloon"
+kernel_ok() { [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules/order" ]; }
 users_ok() {
 	getent group kvm >/dev/null && getent group libvirt-qemu >/dev/null && getent passwd libvirt-qemu >/dev/null
 }
@@ -95,7 +98,12 @@ if ! kernel_ok; then
 	cp "$vmlinuz" "$KDIR/vmlinuz.tmp"
 	mv "$KDIR/vmlinuz.tmp" "$KDIR/vmlinuz"
 	basename "$vmlinuz" | sed 's/^vmlinuz-//' >"$KDIR/version"
-	# Only the kernel image is used (the guest's /init needs no modules).
+	# Only the kernel image and the guest's few modules are kept.
+	rm -rf "$KDIR/modules" && mkdir -p "$KDIR/modules"
+	for m in $GUEST_MODULES; do
+		cp "$(find "$KDIR"/root/lib/modules -name "$m.ko" | head -n1)" "$KDIR/modules/"
+	done
+	echo "$GUEST_MODULES" | tr ' ' '\n' >"$KDIR/modules/order"
 	rm -rf "$KDIR/root" "$tmp"
 fi
 
