@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -24,6 +25,8 @@ func newBacktestCmd() *cobra.Command {
 		horizon                     time.Duration
 		confidence                  float64
 		asJSON, refs                bool
+		peer                        string
+		every, rProcs               int
 	)
 	c := &cobra.Command{
 		Use:   "backtest",
@@ -62,13 +65,38 @@ func newBacktestCmd() *cobra.Command {
 			if steps < 1 || math.Abs(steps-math.Round(steps)) > 1e-9 {
 				return fmt.Errorf("--horizon %v: want a positive multiple of the workload's %gs step", horizon, w.Step)
 			}
-			opts := backtest.Options{Horizon: int(math.Round(steps)), Confidence: confidence, Models: names}
+			if every < 1 {
+				return fmt.Errorf("--every %d: want at least 1", every)
+			}
+			if peer != "" {
+				if _, ok := backtest.Peers[peer]; !ok {
+					return fmt.Errorf("--peer %q: the only peer is %s", peer, backtest.PeerRForecast)
+				}
+				// Say so before the long part, not after it.
+				if err := backtest.CheckR(cmd.Context(), ""); err != nil {
+					return fmt.Errorf("--peer %s: %w", peer, err)
+				}
+			}
+			opts := backtest.Options{Horizon: int(math.Round(steps)), Confidence: confidence, Models: names, Every: every}
 			if !asJSON {
 				opts.Progress = progress("backtest: VMs")
 			}
 			res, err := backtest.Run(w, opts)
 			if err != nil {
 				return err
+			}
+			if peer != "" {
+				po := backtest.PeerOptions{Procs: rProcs}
+				if !asJSON {
+					po.Progress = progress("backtest: " + peer + " series")
+				}
+				start := time.Now()
+				sc, err := backtest.RunPeer(cmd.Context(), w, opts, peer, po)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "backtest: %s took %s on %d R processes\n", peer, time.Since(start).Round(time.Second), rProcs)
+				res.Models = append(res.Models, sc...)
 			}
 			if refs {
 				if !asJSON {
@@ -105,6 +133,9 @@ func newBacktestCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	f.StringVar(&reportDir, "report", "", "write an HTML report with plots into this directory")
 	f.BoolVar(&refs, "references", false, "also score estimators that look ahead or choose with hindsight: how far below mean12 any forecaster could get")
+	f.StringVar(&peer, "peer", "", "also score an external forecaster on the same series, origins and steps: "+backtest.PeerRForecast+" (R's ses, ets, thetaf and auto.arima; needs Rscript and r-cran-forecast)")
+	f.IntVar(&every, "every", 1, "score only every Nth origin from the warm-up on, every row on the same subset (R is slow: minutes per thousand origins)")
+	f.IntVar(&rProcs, "r-procs", runtime.GOMAXPROCS(0), "R processes to run at once with --peer")
 	f.StringVar(&models, "models", "", "comma-separated models to run besides default, last and mean12 (all: \"all\")")
 	return c
 }

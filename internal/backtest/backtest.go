@@ -26,6 +26,10 @@ type Options struct {
 	Warmup int
 	// Samples is how many VMs keep their forecast traces for plots. Default 3.
 	Samples int
+	// Every scores only every Every-th origin from the warm-up on (default 1:
+	// all); the models still see every sample. A slow peer is run on such a
+	// subset, and every row is then scored on the same one.
+	Every int
 	// Progress, if set, is called with (VMs done, total) as VMs finish.
 	Progress func(done, total int)
 }
@@ -71,11 +75,13 @@ type Trace struct {
 
 // Result is what Run measured.
 type Result struct {
-	Workload    string        `json:"workload"`
-	Step        float64       `json:"step_seconds"`
-	Horizon     int           `json:"horizon_steps"`
-	Confidence  float64       `json:"confidence"`
-	Warmup      int           `json:"warmup"`
+	Workload   string  `json:"workload"`
+	Step       float64 `json:"step_seconds"`
+	Horizon    int     `json:"horizon_steps"`
+	Confidence float64 `json:"confidence"`
+	Warmup     int     `json:"warmup"`
+	// Every is Options.Every: 1 when every origin was scored.
+	Every       int           `json:"every_origin"`
 	VMs         int           `json:"vms"`
 	Models      []Score       `json:"models"`
 	Calibration []Calibration `json:"calibration"`
@@ -133,6 +139,12 @@ func check(w *trace.Workload, opts *Options) error {
 	}
 	if opts.Samples == 0 {
 		opts.Samples = 3
+	}
+	if opts.Every == 0 {
+		opts.Every = 1
+	}
+	if opts.Every < 0 {
+		return fmt.Errorf("backtest: every %d origins, want at least 1", opts.Every)
 	}
 	if n := w.Len(); n < opts.Warmup+opts.Horizon {
 		return fmt.Errorf("backtest: %d samples; the first forecast needs %d of warm-up and %d ahead", n, opts.Warmup, opts.Horizon)
@@ -202,7 +214,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 	})
 
 	res := &Result{Workload: w.Name, Step: w.Step, Horizon: opts.Horizon, Confidence: opts.Confidence,
-		Warmup: opts.Warmup, VMs: len(w.VMs)}
+		Warmup: opts.Warmup, Every: opts.Every, VMs: len(w.VMs)}
 	for m, name := range names {
 		for ri, r := range resources {
 			var a acc
@@ -255,7 +267,7 @@ func walk(x []float32, cfg forecast.Config, opts Options, cal []acc, tr *Trace) 
 	lv := make([]float32, h)
 	a := acc{step: make([]float64, h)}
 	for i := range x {
-		if i >= opts.Warmup && i+h <= len(x) {
+		if i >= opts.Warmup && i+h <= len(x) && (i-opts.Warmup)%opts.Every == 0 {
 			s.Forecast(point, upper, opts.Confidence)
 			for k := range h {
 				y := x[i+k]

@@ -32,7 +32,7 @@ func (r *Result) MAERatio(name, resource string) float64 {
 // pinball, coverage, n.
 func (r *Result) Table() report.Table {
 	t := report.Table{
-		Caption: fmt.Sprintf("%s, %d steps ahead, upper bound at %g", r.Workload, r.Horizon, r.Confidence),
+		Caption: fmt.Sprintf("%s, %d steps ahead, upper bound at %g%s", r.Workload, r.Horizon, r.Confidence, r.subset()),
 		Header:  []string{"model", "resource", "MAE", "MAE / mean12", "RMSE", "pinball", "coverage", "n"},
 		Best:    []report.Goal{report.NoGoal, report.NoGoal, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter},
 	}
@@ -41,6 +41,28 @@ func (r *Result) Table() report.Table {
 			num(s.RMSE), num(s.Pinball), fmt.Sprintf("%.3f", s.Coverage), fmt.Sprint(s.N)})
 	}
 	return t
+}
+
+// subset says which origins were scored when not all were.
+func (r *Result) subset() string {
+	if r.Every <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("; scored on every %d%s origin from sample %d on (all rows on the same origins)", r.Every, ordinal(r.Every), r.Warmup)
+}
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return "th"
+	case n%10 == 1:
+		return "st"
+	case n%10 == 2:
+		return "nd"
+	case n%10 == 3:
+		return "rd"
+	}
+	return "th"
 }
 
 func num(v float64) string { return fmt.Sprintf("%.4g", v) }
