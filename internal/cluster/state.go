@@ -27,7 +27,7 @@ type State struct {
 	hist   [][]float64 // cached host utilisation history; nil when stale
 	maxLen int
 	buf    []float64
-	mom    [][]float64 // cached forecast moments per host; nil entries are stale
+	mom    [4][][]float64 // cached forecast moments per resource and host; nil entries are stale
 	steps  int
 	in     []int // VMs coming in, per host
 	zConf  float64
@@ -136,8 +136,10 @@ func (st *State) Add(v, h int) {
 
 func (st *State) stale(h int) {
 	st.hist[h] = nil
-	if st.mom != nil {
-		st.mom[h] = nil
+	for r := range st.mom {
+		if st.mom[r] != nil {
+			st.mom[r][h] = nil
+		}
 	}
 }
 
@@ -202,20 +204,41 @@ func (st *State) InUse(h int) float64 {
 // Suitable reports whether h has room for v now: each vCPU fits a PE, the scheduler
 // has the CPU, and memory, network and disk fit.
 func (st *State) Suitable(v, h int) bool {
+	_, ok := st.NoRoom(v, h)
+	return ok
+}
+
+// NoRoom is Suitable naming the resource that lacks room now when it fails: ok is
+// false and r the first of CPU (cores or scheduler), memory, network, disk that
+// does not fit. A capacity of 0 means unknown and never binds.
+func (st *State) NoRoom(v, h int) (r model.Resource, ok bool) {
 	vm := &st.Snap.VMs[v]
 	host := &st.Snap.Hosts[h]
 	need := st.Need(v)
 	if host.PEMIPS > 0 && need.CPU/float64(max(vm.VCPU, 1)) > host.PEMIPS {
-		return false
+		return model.CPU, false
 	}
-	if st.Available(h) < need.CPU {
-		return false
+	if host.Capacity.CPU > 0 && st.Available(h) < need.CPU {
+		return model.CPU, false
 	}
-	o := need
-	o.CPU = 0
-	capO := host.Capacity
-	capO.CPU = 0
-	return st.other[h].Add(o).Fits(capO)
+	after := st.other[h].Add(need)
+	for _, k := range model.AllResources[1:] {
+		if c := host.Capacity.Get(k); c > 0 && after.Get(k) > c {
+			return k, false
+		}
+	}
+	return model.CPU, true
+}
+
+// Load is what the VMs on h ask for in each resource (CPU: requested demand; the
+// others: need, reservations included), plus v's need if v >= 0.
+func (st *State) Load(h, v int) model.Resources {
+	l := st.other[h]
+	l.CPU = st.req[h]
+	if v >= 0 {
+		l = l.Add(st.Need(v))
+	}
+	return l
 }
 
 // History is h's CPU utilisation history (newest first), the VM histories weighted by

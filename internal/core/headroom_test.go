@@ -145,7 +145,7 @@ func TestCoincidingPeaksDoNotLandTogether(t *testing.T) {
 			bVerdict = c.Rejected + ": " + c.Reason
 		}
 	}
-	if !strings.HasPrefix(bVerdict, "capacity: step 2") {
+	if !strings.HasPrefix(bVerdict, "capacity: cpu at step 2") {
 		t.Errorf("B's verdict %q: want a capacity rejection at step 2", bVerdict)
 	}
 }

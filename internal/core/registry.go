@@ -9,7 +9,7 @@ import (
 )
 
 // PolicyNames lists the accepted forms, for help and error text.
-const PolicyNames = "headroom, headroom:<config.yaml>, npa, dvfs, thr-mmt-<t>, iqr-mmt-<s>, mad-mmt-<s>, lr-mmt-<s>, lrr-mmt-<s>, oracle"
+const PolicyNames = "headroom, headroom:<config.yaml>, npa, dvfs, thr-mmt-<t>, mthr-mmt-<t>, iqr-mmt-<s>, mad-mmt-<s>, lr-mmt-<s>, lrr-mmt-<s>, oracle"
 
 // Forecasting is implemented by policies that read forecasts: the shell must supply
 // this many steps at the decision interval, with bounds at this confidence.
@@ -54,6 +54,13 @@ func ParsePolicy(name string) (Policy, error) {
 			return nil, fmt.Errorf("policy %q: threshold %g must be in (0, 1]", name, p)
 		}
 		d = policy.Threshold{T: p}
+	case "mthr":
+		// THR on each of the four resources; MMT selection and PABFD placement
+		// then check all four too (placement through the detector and Suitable).
+		if p > 1 {
+			return nil, fmt.Errorf("policy %q: threshold %g must be in (0, 1]", name, p)
+		}
+		d = policy.MultiThreshold{T: p}
 	case "iqr":
 		d = policy.IQR{S: p}
 	case "mad":

@@ -19,12 +19,20 @@ type Context struct {
 	Z float64
 	// Target is the share of capacity a host may be filled to at that bound.
 	Target float64
-	rules  map[int][]ruleRef
-	hostIx map[string]int
+	// Resources are checked at the bound over the horizon and scored; NewContext
+	// sets CPU alone. Limits is the share of each one's capacity a host may be
+	// filled to at the bound (NewContext: Target for all).
+	Resources []model.Resource
+	Limits    model.Resources
+	rules     map[int][]ruleRef
+	hostIx    map[string]int
 	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
 	// ask for it in turn.
 	memoV, memoH int
 	memo         float64
+	memoR        model.Resource
+	// rejectedOn is the resource the capacity filter last rejected a host on.
+	rejectedOn model.Resource
 }
 
 type ruleRef struct {
@@ -36,7 +44,8 @@ type ruleRef struct {
 // NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
-	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1}
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1,
+		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}}
 	s := st.Snap
 	for h := range s.Hosts {
 		c.hostIx[s.Hosts[h].ID] = h
@@ -98,12 +107,15 @@ type Chain struct {
 
 // Candidate is one host's fate in a selection, for --explain.
 type Candidate struct {
-	Host     int                `json:"host"`
-	HostID   string             `json:"host_id"`
-	Rejected string             `json:"rejected_by,omitempty"`
-	Reason   string             `json:"reason,omitempty"`
-	Scores   map[string]float64 `json:"scores,omitempty"`
-	Total    float64            `json:"total,omitempty"`
+	Host     int    `json:"host"`
+	HostID   string `json:"host_id"`
+	Rejected string `json:"rejected_by,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Binding is the resource that decided: the one the capacity filter rejected
+	// the host on, or for a feasible host the one with the least room left.
+	Binding string             `json:"binding,omitempty"`
+	Scores  map[string]float64 `json:"scores,omitempty"`
+	Total   float64            `json:"total,omitempty"`
 }
 
 var filters = map[string]Filter{
@@ -195,6 +207,9 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 				counts[i]++
 				if explain {
 					cand.Rejected, cand.Reason = f.Name(), why
+					if _, ok := f.(capacityFilter); ok {
+						cand.Binding = c.rejectedOn.String()
+					}
 				}
 				break
 			}
@@ -221,6 +236,8 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 		}
 		if explain {
 			cand.Total = round4(total)
+			_, r := headroom(c, v, h)
+			cand.Binding = r.String()
 			out = append(out, cand)
 		}
 		if total > bestScore {
@@ -267,52 +284,73 @@ func RejectionSummary(cands []Candidate) string {
 	return strings.Join(parts, ", ")
 }
 
-// capacityFilter: the host has room now (cores, scheduler, memory), and the VM's
-// predicted demand plus the host's stays under Target x capacity at the bound at every
-// horizon step, so VMs whose peaks coincide do not land together.
+// capacityFilter: the host has room now (cores, scheduler, memory, network, disk),
+// and for every tracked resource the VM's predicted demand plus the host's stays under
+// its limit x capacity at the bound at every horizon step, so VMs whose peaks
+// coincide do not land together. A capacity of 0 means unknown and never binds.
 type capacityFilter struct{}
 
 func (capacityFilter) Name() string { return "capacity" }
 
 func (capacityFilter) Reject(c *Context, v, h int) string {
 	st := c.St
-	if !st.Suitable(v, h) {
-		return "no room now (cores, CPU or memory)"
+	if r, ok := st.NoRoom(v, h); !ok {
+		c.rejectedOn = r
+		return fmt.Sprintf("%s: no room now", r)
 	}
-	limit := c.Target * st.Snap.Hosts[h].Capacity.CPU
-	for s := 0; s <= st.Steps(); s++ {
-		mu, variance := st.HostMoment(h, v, s)
-		if b := mu + c.Z*math.Sqrt(variance); b > limit {
-			return fmt.Sprintf("step %d: bound %.0f > %.0f", s, b, limit)
+	for _, r := range c.Resources {
+		cp := st.Snap.Hosts[h].Capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		limit := c.Limits.Get(r) * cp
+		for s := 0; s <= st.Steps(); s++ {
+			mu, variance := st.HostMomentOf(r, h, v, s)
+			if b := mu + c.Z*math.Sqrt(variance); b > limit {
+				c.rejectedOn = r
+				return fmt.Sprintf("%s at step %d: bound %.0f > %.0f", r, s, b, limit)
+			}
 		}
 	}
 	return ""
 }
 
-// headroom is the smallest share of capacity left at the bound over the horizon.
-func headroom(c *Context, v, h int) float64 {
+// headroom is the smallest share of capacity left at the bound over the horizon in
+// any tracked resource, and that resource: the dominant one, which packing fills.
+func headroom(c *Context, v, h int) (float64, model.Resource) {
 	if c.memoV == v && c.memoH == h {
-		return c.memo
+		return c.memo, c.memoR
 	}
-	c.memoV, c.memoH, c.memo = v, h, headroomOf(c, v, h)
-	return c.memo
+	c.memoV, c.memoH = v, h
+	c.memo, c.memoR = headroomOf(c, v, h)
+	return c.memo, c.memoR
 }
 
-func headroomOf(c *Context, v, h int) float64 {
+func headroomOf(c *Context, v, h int) (float64, model.Resource) {
 	st := c.St
-	cp := st.Snap.Hosts[h].Capacity.CPU
-	left := 1.0
-	for s := 0; s <= st.Steps(); s++ {
-		mu, variance := st.HostMoment(h, v, s)
-		left = min(left, (cp-mu-c.Z*math.Sqrt(variance))/cp)
+	left, bind := 1.0, model.CPU
+	for _, r := range c.Resources {
+		cp := st.Snap.Hosts[h].Capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		for s := 0; s <= st.Steps(); s++ {
+			mu, variance := st.HostMomentOf(r, h, v, s)
+			if l := (cp - mu - c.Z*math.Sqrt(variance)) / cp; l < left {
+				left, bind = l, r
+			}
+		}
 	}
-	return max(left, 0)
+	return max(left, 0), bind
 }
 
 type headroomScorer struct{}
 
-func (headroomScorer) Name() string                       { return "headroom" }
-func (headroomScorer) Score(c *Context, v, h int) float64 { return headroom(c, v, h) }
+func (headroomScorer) Name() string { return "headroom" }
+func (headroomScorer) Score(c *Context, v, h int) float64 {
+	x, _ := headroom(c, v, h)
+	return x
+}
 
 // packingScorer prefers hosts already running VMs, and fuller ones, so fewer hosts stay on.
 type packingScorer struct{}
@@ -323,7 +361,8 @@ func (packingScorer) Score(c *Context, v, h int) float64 {
 	if len(c.St.VMs(h)) == 0 {
 		return 0
 	}
-	return 0.5 + 0.5*min(1-headroom(c, v, h), 1)
+	x, _ := headroom(c, v, h)
+	return 0.5 + 0.5*min(1-x, 1)
 }
 
 // powerScorer prefers the smallest rise in power (CloudSim's best-fit criterion).

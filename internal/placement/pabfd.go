@@ -19,6 +19,9 @@ type PABFD struct {
 // plus v's demand, minus power at the host's measured utilisation.
 func PowerDelta(st *cluster.State, v, h int) float64 {
 	host := &st.Snap.Hosts[h]
+	if host.Capacity.CPU <= 0 {
+		return 0 // unknown CPU capacity: no power model to compare
+	}
 	after := (st.InUse(h) + st.Need(v).CPU) / host.Capacity.CPU
 	if after > 1 {
 		return math.Inf(1)

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/headroom/headroom/internal/cluster"
+	"github.com/headroom/headroom/internal/model"
 )
 
 // Detector decides whether a host is overloaded. v >= 0 asks "if v were added".
@@ -24,6 +25,28 @@ func (d Threshold) Name() string { return fmt.Sprintf("thr-%g", d.T) }
 
 func (d Threshold) Overloaded(st *cluster.State, h, v int) bool {
 	return st.Requested(h, v)/st.Snap.Hosts[h].Capacity.CPU > d.T
+}
+
+// MultiThreshold (MTHR): THR applied to every resource; overloaded when the load of
+// any resource exceeds T x its capacity. A capacity of 0 means unknown and never binds.
+type MultiThreshold struct{ T float64 }
+
+func (d MultiThreshold) Name() string { return fmt.Sprintf("mthr-%g", d.T) }
+
+func (d MultiThreshold) Overloaded(st *cluster.State, h, v int) bool {
+	_, over := d.Binding(st, h, v)
+	return over
+}
+
+// Binding is the first resource whose load passes the threshold, if any.
+func (d MultiThreshold) Binding(st *cluster.State, h, v int) (model.Resource, bool) {
+	load, c := st.Load(h, v), st.Snap.Hosts[h].Capacity
+	for _, r := range model.AllResources {
+		if cr := c.Get(r); cr > 0 && load.Get(r) > d.T*cr {
+			return r, true
+		}
+	}
+	return model.CPU, false
 }
 
 // fallback decides while a host's history is too short for the adaptive detectors.

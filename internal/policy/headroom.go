@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/headroom/headroom/internal/model"
 )
 
 // HeadroomConfig is the proactive policy's configuration, read from YAML. Every field
@@ -18,11 +20,18 @@ type HeadroomConfig struct {
 	// Confidence is the level of the upper bounds used to check that a host has room.
 	Confidence float64 `yaml:"confidence"`
 
-	Overload  OverloadTrigger  `yaml:"overload"`
-	Underload UnderloadTrigger `yaml:"underload"`
-	LeadTime  LeadTime         `yaml:"lead_time"`
-	Thrash    AntiThrash       `yaml:"anti_thrash"`
-	Placement PlacementConfig  `yaml:"placement"`
+	// Resources names the resources decisions read: triggers, the VM choice and the
+	// horizon-wide placement check. Default: all four; [cpu] is the CPU-only policy
+	// (memory, network and disk then count only at their current need, on placement).
+	Resources []string `yaml:"resources"`
+	// Overload is the trigger of every resource without its own in OverloadByResource.
+	Overload OverloadTrigger `yaml:"overload"`
+	// OverloadByResource gives a resource (cpu, mem, net, disk) its own trigger.
+	OverloadByResource map[string]OverloadTrigger `yaml:"overload_by_resource"`
+	Underload          UnderloadTrigger           `yaml:"underload"`
+	LeadTime           LeadTime                   `yaml:"lead_time"`
+	Thrash             AntiThrash                 `yaml:"anti_thrash"`
+	Placement          PlacementConfig            `yaml:"placement"`
 	// Groups override the triggers for VMs whose Group matches the key.
 	Groups map[string]GroupConfig `yaml:"groups"`
 }
@@ -72,15 +81,65 @@ type WeightedStep struct {
 	Weight float64 `yaml:"weight"`
 }
 
-// GroupConfig overrides the triggers for one VM group.
+// GroupConfig overrides the triggers for one VM group: Overload for every resource
+// without its own entry in OverloadByResource.
 type GroupConfig struct {
-	Overload      *OverloadTrigger `yaml:"overload"`
-	AllowPostCopy bool             `yaml:"allow_post_copy"`
+	Overload           *OverloadTrigger           `yaml:"overload"`
+	OverloadByResource map[string]OverloadTrigger `yaml:"overload_by_resource"`
+	AllowPostCopy      bool                       `yaml:"allow_post_copy"`
+}
+
+// ResourceList is the Resources field as model resources, in the order given.
+func (c *HeadroomConfig) ResourceList() []model.Resource {
+	out := make([]model.Resource, 0, len(c.Resources))
+	for _, n := range c.Resources {
+		if r, ok := ParseResource(n); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Trigger is resource r's overload trigger, before any group's.
+func (c *HeadroomConfig) Trigger(r model.Resource) OverloadTrigger {
+	if t, ok := c.OverloadByResource[r.String()]; ok {
+		return t
+	}
+	return c.Overload
+}
+
+// GroupTrigger is group g's trigger for r, if g sets one.
+func (g *GroupConfig) GroupTrigger(r model.Resource) (OverloadTrigger, bool) {
+	if t, ok := g.OverloadByResource[r.String()]; ok {
+		return t, true
+	}
+	if g.Overload != nil {
+		return *g.Overload, true
+	}
+	return OverloadTrigger{}, false
+}
+
+// Stricter merges two triggers field by field: the lower threshold and the lower
+// probability, so that either one's concern is met.
+func (t OverloadTrigger) Stricter(o OverloadTrigger) OverloadTrigger {
+	return OverloadTrigger{Threshold: min(t.Threshold, o.Threshold), Probability: min(t.Probability, o.Probability)}
+}
+
+// ParseResource reads a resource name: cpu, mem, net or disk.
+func ParseResource(name string) (model.Resource, bool) {
+	for _, r := range model.AllResources {
+		if r.String() == name {
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // DefaultHeadroom is the configuration headroom ships with. Its numbers are principles,
 // not fits: act when an overload is more likely than not to start before the next
-// cycle could react; fill hosts to their capacity at the 90 % bound; try to empty any
+// cycle could react; on every resource, with memory acting earlier (at 90 % of RAM)
+// and surer (at 1-in-5 odds), because a host past its RAM swaps or kills every VM
+// while CPU, network and disk past capacity only share out in proportion; fill hosts to their capacity at the 90 % bound; try to empty any
 // host (no utilisation gate: the fit of its VMs elsewhere at the 90 % bound and the
 // energy-versus-migration balance decide), least used first; among hosts with room,
 // prefer the fullest running host (packing), with headroom only as a tie-breaker.
@@ -88,10 +147,14 @@ func DefaultHeadroom() HeadroomConfig {
 	return HeadroomConfig{
 		Horizon:    30 * time.Minute,
 		Confidence: 0.9,
+		Resources:  []string{"cpu", "mem", "net", "disk"},
 		Overload:   OverloadTrigger{Threshold: 1.0, Probability: 0.5},
-		Underload:  UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9},
-		LeadTime:   LeadTime{Margin: time.Minute},
-		Thrash:     AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
+		OverloadByResource: map[string]OverloadTrigger{
+			"mem": {Threshold: 0.9, Probability: 0.2},
+		},
+		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9},
+		LeadTime:  LeadTime{Margin: time.Minute},
+		Thrash:    AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
 		Placement: PlacementConfig{
 			Target:  1.0,
 			Filters: []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
@@ -149,9 +212,44 @@ func (c *HeadroomConfig) Validate() error {
 	case !(c.Placement.Target > 0 && c.Placement.Target <= 1.5):
 		return fmt.Errorf("placement.target: %g must be in (0, 1.5]", c.Placement.Target)
 	}
+	if len(c.Resources) == 0 {
+		return fmt.Errorf("resources: name at least one of cpu, mem, net, disk")
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Resources {
+		if _, ok := ParseResource(n); !ok {
+			return fmt.Errorf("resources[%d]: unknown resource %q (known: cpu, mem, net, disk)", i, n)
+		}
+		if seen[n] {
+			return fmt.Errorf("resources[%d]: %q given twice", i, n)
+		}
+		seen[n] = true
+	}
+	if err := checkTriggers("overload_by_resource", c.OverloadByResource); err != nil {
+		return err
+	}
 	for g, gc := range c.Groups {
-		if o := gc.Overload; o != nil && !(o.Probability > 0 && o.Probability < 1 && o.Threshold > 0 && o.Threshold <= 2) {
+		if o := gc.Overload; o != nil && !o.valid() {
 			return fmt.Errorf("groups.%s.overload: threshold %g, probability %g out of range", g, o.Threshold, o.Probability)
+		}
+		if err := checkTriggers("groups."+g+".overload_by_resource", gc.OverloadByResource); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t OverloadTrigger) valid() bool {
+	return t.Probability > 0 && t.Probability < 1 && t.Threshold > 0 && t.Threshold <= 2
+}
+
+func checkTriggers(field string, m map[string]OverloadTrigger) error {
+	for n, t := range m {
+		if _, ok := ParseResource(n); !ok {
+			return fmt.Errorf("%s: unknown resource %q (known: cpu, mem, net, disk)", field, n)
+		}
+		if !t.valid() {
+			return fmt.Errorf("%s.%s: threshold %g must be in (0, 2] and probability %g in (0, 1)", field, n, t.Threshold, t.Probability)
 		}
 	}
 	return nil

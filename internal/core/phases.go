@@ -1,0 +1,328 @@
+package core
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/headroom/headroom/internal/cluster"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/placement"
+	"github.com/headroom/headroom/internal/policy"
+)
+
+// cycle is the state the phases of one Headroom decision share: the what-if
+// cluster, the move budget, which hosts are overloaded or have received VMs, and
+// the plan being built. Each phase is a method that reads and extends it.
+type cycle struct {
+	p        *Headroom
+	snap     *model.Snapshot
+	st       *cluster.State
+	cfg      *policy.HeadroomConfig
+	zC       float64
+	ctx      *placement.Context
+	explain  bool
+	budget   int
+	inFlight map[string]bool
+	over     []bool
+	received []bool
+	horizon  float64
+	out      Explained
+}
+
+func (p *Headroom) newCycle(in Input, explain bool) *cycle {
+	snap := in.Snapshot
+	st := cluster.New(snap, in.Forecasts)
+	c := &cycle{
+		p: p, snap: snap, st: st, cfg: &p.Cfg, zC: policy.Z(p.Cfg.Confidence), explain: explain,
+		budget:   p.Cfg.Thrash.MaxPerCycle,
+		inFlight: map[string]bool{},
+		over:     make([]bool, len(snap.Hosts)),
+		received: make([]bool, len(snap.Hosts)),
+		horizon:  float64(st.Steps()) * snap.Interval,
+	}
+	c.ctx = p.context(st, c.zC)
+	if explain {
+		c.out.Candidates = map[string][]placement.Candidate{}
+	}
+	for _, m := range in.InFlight {
+		c.inFlight[m.VMInstanceID] = true
+	}
+	return c
+}
+
+// label is a resource's name in explanations.
+func label(r model.Resource) string {
+	return [...]string{"CPU", "memory", "network", "disk"}[r]
+}
+
+func (c *cycle) cooling(v int) bool {
+	vm := &c.snap.VMs[v]
+	return vm.LastMigration > 0 && c.snap.Time-vm.LastMigration < c.cfg.Thrash.Cooldown.Seconds()
+}
+
+func (c *cycle) movable(v int) bool {
+	return !c.snap.VMs[v].Migrating() && !c.inFlight[c.snap.VMs[v].ID]
+}
+
+// overloadPick is a candidate to leave an overloaded host: whether its move
+// alone makes the host safe, how long the move takes, and its demand bound of
+// the binding resource at the breach step.
+type overloadPick struct {
+	v           int
+	clears      bool
+	secs, bound float64
+}
+
+// better: a move that makes the host safe beats one that does not; among those,
+// the quicker, then the larger bound; among the rest, the larger bound per
+// second.
+func (a overloadPick) better(b overloadPick) bool {
+	switch {
+	case a.clears != b.clears:
+		return a.clears
+	case a.clears && a.secs != b.secs:
+		return a.secs < b.secs
+	case a.clears:
+		return a.bound > b.bound
+	}
+	return (a.bound+1)/(a.secs+1) > (b.bound+1)/(b.secs+1)
+}
+
+type riskyHost struct {
+	h int
+	risk
+}
+
+// assess finds the hosts whose first breach, in any resource, comes before the
+// next cycle could react, and marks them overloaded.
+func (c *cycle) assess() []riskyHost {
+	snap, st := c.snap, c.st
+	var risks []riskyHost
+	for h := range snap.Hosts {
+		if len(st.VMs(h)) == 0 {
+			continue
+		}
+		trig := c.p.triggers(snap, h)
+		rk := hostRisk(st, h, &trig, c.p.resources)
+		if rk.step < 0 {
+			continue
+		}
+		slowest := 0.0
+		for _, v := range st.VMs(h) {
+			slowest = max(slowest, st.MigrationSeconds(v, h))
+		}
+		// Waiting one cycle is safe if a move started then still ends before the
+		// breach; the same lead time holds for every resource.
+		act := rk.step == 0 || float64(rk.step)*snap.Interval < snap.Interval+slowest+c.cfg.LeadTime.Margin.Seconds()
+		if c.explain {
+			why := fmt.Sprintf("P(%s > %.0f%%) = %.2f at step %d", label(rk.r), 100*trig[rk.r].Threshold, rk.prob, rk.step)
+			if !act {
+				why += "; breach is later than the next cycle plus the migration: wait"
+			}
+			c.out.Risks = append(c.out.Risks, HostRisk{Host: snap.Hosts[h].ID, Resource: rk.r.String(), Step: rk.step,
+				Probability: rk.prob, Acted: act, Why: why})
+		}
+		if act {
+			c.over[h] = true
+			risks = append(risks, riskyHost{h, rk})
+			c.out.Overloaded = append(c.out.Overloaded, h)
+		}
+	}
+	sort.SliceStable(risks, func(i, j int) bool {
+		if risks[i].step != risks[j].step {
+			return risks[i].step < risks[j].step
+		}
+		return risks[i].prob > risks[j].prob
+	})
+	return risks
+}
+
+// overload relieves each host at risk, earliest breach first, until it is safe in
+// every resource or nothing more can move.
+func (c *cycle) overload() {
+	snap, st := c.snap, c.st
+	risks := c.assess()
+	excl := slices.Clone(c.over)
+	for _, first := range risks {
+		h := first.h
+		trig := c.p.triggers(snap, h)
+		tried := map[int]bool{}
+		for c.budget > 0 {
+			// The binding resource can change as VMs leave.
+			rk := hostRisk(st, h, &trig, c.p.resources)
+			if rk.step < 0 {
+				break
+			}
+			best := c.pick(h, rk, &trig, tried, first.step)
+			if best.v < 0 {
+				break
+			}
+			v := best.v
+			tried[v] = true
+			st.Remove(v, h)
+			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
+			if c.explain {
+				c.out.Candidates[snap.VMs[v].ID] = cands
+			}
+			if t < 0 {
+				st.Add(v, h)
+				c.out.Unplaced = append(c.out.Unplaced, Unplaced{VM: v, Reason: NoSuitableHost + ": " + placement.RejectionSummary(cands)})
+				continue
+			}
+			st.Add(v, t)
+			c.received[t] = true
+			c.budget--
+			why := fmt.Sprintf("its move alone makes the host safe and is the quickest such move (%.0f s)", best.secs)
+			if !best.clears {
+				why = fmt.Sprintf("no single move makes the host safe; its %s bound there is the largest per migration second (%.0f s)", label(rk.r), best.secs)
+			}
+			c.out.Moves = append(c.out.Moves, c.p.move(snap, v, t, model.PriorityOverload, model.Reason{
+				Rule:        "overload",
+				Probability: rk.prob,
+				Detail: fmt.Sprintf("P(host %s %s > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); %s",
+					snap.Hosts[h].ID, label(rk.r), 100*trig[rk.r].Threshold, rk.prob, rk.step, st.Steps(), float64(rk.step)*snap.Interval, why),
+				Rejected: rejected(cands),
+			}))
+		}
+	}
+}
+
+// pick chooses the VM to leave h: of the VMs whose move alone makes the host safe
+// in every resource, the quickest to move (MMT's rule, with the transfer model's
+// times live); if none is enough, the one that takes most of the binding
+// resource's risk away per second of migration. Risk is the VM's bound of that
+// resource at the breach step, so of two equally quick moves the climbing VM goes
+// before the steady one. A VM in cooldown stays unless the breach is now.
+func (c *cycle) pick(h int, rk risk, trig *triggers, tried map[int]bool, firstStep int) overloadPick {
+	st := c.st
+	best := overloadPick{v: -1}
+	for _, v := range st.VMs(h) {
+		if tried[v] || !c.movable(v) || c.snap.VMs[v].Host != h || (c.cooling(v) && firstStep > 0) {
+			continue
+		}
+		mu, variance := st.VMMomentOf(rk.r, v, max(rk.step, 0))
+		x := overloadPick{v, safeWithout(st, h, v, trig, c.p.resources), st.MigrationSeconds(v, h), mu + c.zC*math.Sqrt(variance)}
+		if best.v < 0 || x.better(best) {
+			best = x
+		}
+	}
+	return best
+}
+
+// peakShare is h's largest bound over the horizon, as a share of capacity, in any
+// resource the policy reads; and its mean CPU share.
+func (c *cycle) peakShare(h int, z float64) (peak, meanCPU float64) {
+	st := c.st
+	capacity := c.snap.Hosts[h].Capacity
+	for _, r := range c.p.resources {
+		cp := capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		for s := 0; s <= st.Steps(); s++ {
+			mu, variance := st.HostMomentOf(r, h, -1, s)
+			peak = max(peak, (mu+z*math.Sqrt(variance))/cp)
+			if r == model.CPU {
+				meanCPU += mu / cp
+			}
+		}
+	}
+	return peak, meanCPU / float64(st.Steps()+1)
+}
+
+// underload empties lightly used hosts, least used first, if every VM fits
+// elsewhere at the underload confidence and the energy saved beats the moves.
+func (c *cycle) underload() {
+	cfg, snap, st := c.cfg, c.snap, c.st
+	if !cfg.Underload.Enabled || c.budget <= 0 {
+		return
+	}
+	zU := policy.Z(cfg.Underload.Probability)
+	uctx := c.p.context(st, zU)
+	type cand struct {
+		h    int
+		util float64
+	}
+	var cs []cand
+	for h := range snap.Hosts {
+		if c.over[h] || c.received[h] || len(st.VMs(h)) == 0 || snap.Hosts[h].Util == 0 {
+			continue
+		}
+		if peak, mean := c.peakShare(h, zU); peak < cfg.Underload.Threshold {
+			cs = append(cs, cand{h, mean})
+		}
+	}
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].util < cs[j].util })
+	emptying := slices.Clone(c.over)
+	for h := range snap.Hosts {
+		if len(st.VMs(h)) == 0 {
+			emptying[h] = true // never wake an empty host to consolidate onto it
+		}
+	}
+	type mv struct {
+		v, t  int
+		cands []placement.Candidate
+	}
+	// Failed attempts cost a placement search each, so a full cluster is tried
+	// only so far per cycle.
+	tries := 2 * cfg.Thrash.MaxPerCycle
+	for _, x := range cs {
+		h := x.h
+		if c.received[h] || tries == 0 {
+			continue
+		}
+		tries--
+		var vms []int
+		ok := true
+		for _, v := range st.VMs(h) {
+			if !c.movable(v) || snap.VMs[v].Host != h || c.cooling(v) {
+				ok = false
+				break
+			}
+			vms = append(vms, v)
+		}
+		if !ok || len(vms) > c.budget {
+			continue
+		}
+		byDemand(snap, vms)
+		emptying[h] = true
+		var placed []mv
+		cost := 0.0
+		for _, v := range vms {
+			t, cands := c.p.chain.Select(uctx, v, emptying, c.explain)
+			if t < 0 {
+				ok = false
+				break
+			}
+			st.Remove(v, h)
+			st.Add(v, t)
+			placed = append(placed, mv{v, t, cands})
+			cost += st.MigrationSeconds(v, h) * cfg.Thrash.CostWatts
+		}
+		gain := snap.Hosts[h].Power[0] * max(c.horizon, snap.Interval)
+		if !ok || gain <= cost {
+			for i := len(placed) - 1; i >= 0; i-- {
+				st.Remove(placed[i].v, placed[i].t)
+				st.Add(placed[i].v, h)
+			}
+			emptying[h] = c.over[h]
+			continue
+		}
+		for _, m := range placed {
+			c.received[m.t] = true
+			c.budget--
+			c.out.Moves = append(c.out.Moves, c.p.move(snap, m.v, m.t, model.PriorityConsolidate, model.Reason{
+				Rule:        "underload",
+				Probability: cfg.Underload.Probability,
+				Detail: fmt.Sprintf("emptying host %s: all %d of its VMs fit elsewhere at the %.0f%% bound for the next %.0f s; switching it off saves %.0f Wh against %.0f Wh charged for the moves",
+					snap.Hosts[h].ID, len(vms), 100*cfg.Underload.Probability, c.horizon, gain/3600, cost/3600),
+				Rejected: rejected(m.cands),
+			}))
+			if c.explain {
+				c.out.Candidates[snap.VMs[m.v].ID] = m.cands
+			}
+		}
+	}
+}
