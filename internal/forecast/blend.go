@@ -382,3 +382,8 @@ func median6(h *History) float32 {
 	cs(3, 4)
 	return (v[2] + v[3]) / 2
 }
+
+// extraFields and checkExtra visit and check, for snapshots, the state of
+// components added after the first snapshot format.
+func (b *blend) extraFields(c codec)       {}
+func (b *blend) checkExtra(held int) error { return nil }
