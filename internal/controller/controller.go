@@ -551,6 +551,9 @@ func (c *Controller) Run(ctx context.Context, onCycle func(Cycle, error)) error 
 	if err := c.Reconcile(ctx); err != nil {
 		return err
 	}
+	// persist.go: forecasts learned before a restart are loaded now and saved
+	// periodically and when Run returns.
+	defer c.persistForecasts(ctx)()
 	t := time.NewTimer(c.cfg.Interval)
 	defer t.Stop()
 	for {
