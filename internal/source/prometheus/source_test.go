@@ -1,0 +1,169 @@
+package prometheus
+
+import (
+	"context"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/hypervisor/memory"
+	"github.com/headroom/headroom/internal/model"
+)
+
+const (
+	cpuQ  = "rate(libvirt_domain_info_cpu_time_seconds_total{"
+	memQ  = "libvirt_domain_info_memory_usage_bytes{"
+	seenQ = "timestamp(libvirt_domain_info_cpu_time_seconds_total{"
+	upQ   = "timestamp(libvirt_up{"
+)
+
+func memCluster(t *testing.T) *memory.Driver {
+	t.Helper()
+	h := func(id string) hypervisor.Host {
+		return hypervisor.Host{ID: id, Capacity: model.Resources{CPU: 4000, Mem: 8192}, PEs: 4, PEMIPS: 1000}
+	}
+	d := memory.New(memory.Options{}, h("h1"), h("h2"), h("h3"))
+	for _, v := range []struct{ id, host string }{{"a", "h1"}, {"b", "h1"}, {"c", "h2"}} {
+		vm := hypervisor.VM{ID: v.id, Host: v.host, State: hypervisor.StateRunning, VCPUs: 2, MemMiB: 1024, Size: model.Resources{CPU: 2000, Mem: 1024}}
+		if err := d.AddVM(vm, memory.Usage{CPUUtil: 0.1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestStatsAndHolds: readings come from Prometheus in the driver's units; a
+// host whose VM's series is stale, and one whose exporter is absent, are held
+// with a reason naming the cause; a fresh host is not.
+func TestStatsAndHolds(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	f := &fakeProm{instant: map[string][]fakeSeries{
+		cpuQ: {{labels: vmLabels("a", "h1"), value: 1.5}, {labels: vmLabels("b", "h1"), value: 3}, {labels: vmLabels("c", "h2"), value: 0.5}},
+		memQ: {{labels: vmLabels("a", "h1"), value: 512 << 20}, {labels: vmLabels("c", "h2"), value: 1 << 30}},
+		seenQ: {{labels: vmLabels("a", "h1"), value: float64(now.Unix())}, {labels: vmLabels("b", "h1"), value: float64(now.Unix() - 5)},
+			{labels: vmLabels("c", "h2"), value: float64(now.Add(-10 * time.Minute).Unix())}},
+		upQ: {{labels: map[string]string{"host": "h1"}, value: float64(now.Unix())}, {labels: map[string]string{"host": "h2"}, value: float64(now.Unix())}},
+	}}
+	src, err := New(Config{URL: f.start(t), MaxAge: time.Minute}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDriver(memCluster(t), src)
+	ctx := context.Background()
+	if _, err := d.Hosts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.VMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]hypervisor.VMStats{}
+	for _, s := range st.VMs {
+		got[s.VM] = s
+	}
+	a, b := got["a"], got["b"]
+	if a.CPUCores != 1.5 || a.CPUUtil != 0.75 || a.MemMiB != 512 || a.Interval != 2*time.Minute || a.Host != "h1" {
+		t.Errorf("a: %+v", a)
+	}
+	if b.CPUUtil != 1 || b.CPUCores != 3 || b.MemMiB != 0 {
+		t.Errorf("b (3 cores on 2 vCPUs, no memory series): %+v", b)
+	}
+	held := d.Held()
+	if _, ok := held["h1"]; ok {
+		t.Errorf("h1 is fresh but held: %q", held["h1"])
+	}
+	if r := held["h2"]; !strings.Contains(r, "c's newest sample is 10m0s old") {
+		t.Errorf("h2's hold: %q", r)
+	}
+	if r := held["h3"]; !strings.Contains(r, `no sample from host h3's exporter (host="h3")`) {
+		t.Errorf("h3's hold: %q", r)
+	}
+	if d.Holds() != 2 {
+		t.Errorf("holds counted %d, want 2", d.Holds())
+	}
+	for _, hs := range st.Hosts {
+		if hs.Host == "h1" && (hs.VMs != 2 || math.Abs(hs.CPUUtil-4.5/4) > 1e-9) {
+			t.Errorf("h1 stats %+v", hs)
+		}
+	}
+
+	// The VM's series disappears (its exporter stopped): a hold again.
+	f.mu.Lock()
+	f.instant[seenQ] = f.instant[seenQ][1:]
+	f.mu.Unlock()
+	if _, err := d.Stats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Held()["h1"]; !strings.Contains(r, "a has no series") {
+		t.Errorf("h1 after a's series went: %q", r)
+	}
+}
+
+// TestBackfill: history in batches restricted to each batch's hosts, in the
+// model's units, gaps repeating the point before, from the first point on.
+func TestBackfill(t *testing.T) {
+	step := time.Minute
+	now := time.Unix(1_700_000_000, 0).Truncate(step).Add(30 * time.Second)
+	end := now.Truncate(step) // the last point: one before the present sample
+	pts := func(vals ...float64) [][2]float64 {
+		var out [][2]float64
+		for i, v := range vals {
+			if !math.IsNaN(v) {
+				out = append(out, [2]float64{float64(end.Add(time.Duration(i-len(vals)+1) * step).Unix()), v})
+			}
+		}
+		return out
+	}
+	nan := math.NaN()
+	f := &fakeProm{ranges: map[string][]fakeSeries{
+		cpuQ: {{labels: vmLabels("a", "h1"), points: pts(nan, 1, nan, 2)}, {labels: vmLabels("c", "h2"), points: pts(0.5, 0.5, 0.5, 0.5)},
+			{labels: vmLabels("zz", "h9"), points: pts(1, 1, 1, 1)}},
+		memQ: {{labels: vmLabels("a", "h1"), points: pts(nan, 1<<30, 1<<30, 1<<29)}},
+	}}
+	src, err := New(Config{URL: f.start(t), BatchVMs: 1}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDriver(memCluster(t), src)
+	vms, err := d.VMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]model.Resources{}
+	var mu sync.Mutex
+	n, err := d.Backfill(context.Background(), vms, step, 4, func(vm string, rs []model.Resources) {
+		mu.Lock() // batches run in parallel
+		got[vm] = rs
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || len(got) != 2 {
+		t.Fatalf("backfilled %d VMs: %v", n, got)
+	}
+	a := got["a"]
+	want := []model.Resources{{CPU: 1000, Mem: 1024}, {CPU: 1000, Mem: 1024}, {CPU: 2000, Mem: 512}}
+	if len(a) != 3 || a[0] != want[0] || a[1] != want[1] || a[2] != want[2] {
+		t.Errorf("a: %+v, want %+v", a, want)
+	}
+	if c := got["c"]; len(c) != 4 || c[3].CPU != 500 {
+		t.Errorf("c: %+v", c)
+	}
+	batched := 0
+	for _, q := range f.queries {
+		if strings.Contains(q, `host=~"`) {
+			batched++
+		}
+	}
+	if batched < 4 { // batches h1 and h2, each asking at least cpu and mem
+		t.Errorf("queries not batched by host: %q", f.queries)
+	}
+}
