@@ -38,9 +38,14 @@ func openController(path, mode string) (*controller.Controller, *store.Log, cont
 	for _, h := range cfg.Hosts {
 		hosts = append(hosts, libvirt.HostConfig{ID: h.ID, URI: h.URI, MigrateURI: h.MigrateURI, Capacity: h.Capacity, Cores: h.Cores})
 	}
-	drv, err := libvirt.New(libvirt.Config{Hosts: hosts})
+	lv, err := libvirt.New(libvirt.Config{Hosts: hosts})
 	if err != nil {
 		return nil, nil, cfg, nil, err
+	}
+	drv, err := withSource(cfg, lv) // source.go
+	if err != nil {
+		lv.Close()
+		return nil, nil, cfg, nil, fmt.Errorf("--config: %w", err)
 	}
 	log, err := store.Open(cfg.EventLog)
 	if err != nil {

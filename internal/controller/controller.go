@@ -152,6 +152,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	if err := c.hostErrors("read stats", err); err != nil {
 		return cy, err
 	}
+	up, vms = c.fromSource(ctx, up, vms) // warm start and holds (warmstart.go)
 	now := c.now()
 	snap := hypervisor.Snapshot(now.Sub(c.start).Seconds(), up, vms, stats)
 	snap.Interval = c.cfg.Interval.Seconds()
