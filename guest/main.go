@@ -5,9 +5,12 @@
 // The trace comes from the kernel command line:
 //
 //	headroom.cpu=0.2,0.2,0.9,0.9 headroom.step=10s headroom.dirty_mib=32 headroom.dirty_rate=50
+//	headroom.mem_mib=16,64,128 headroom.disk_kbps=0,512 headroom.net_kbps=256
 //
-// (dirty_rate may also be a list, one value per step; headroom.loop=0 holds the last
-// step). Missing keys take DefaultTrace's values. While running, lines of the same
+// (dirty_rate, mem_mib, disk_kbps and net_kbps may also be lists, one value per
+// step; headroom.loop=0 holds the last step). mem_mib is memory held allocated and
+// touched; disk_kbps is written to the virtio disk (O_DIRECT) and net_kbps sent as
+// raw frames on the virtio NIC, whose drivers it loads from /modules. Missing keys take DefaultTrace's values. While running, lines of the same
 // key=value options written to the second serial port (/dev/ttyS1) replace the trace
 // without a reboot; "status" asks for a progress line there.
 //
@@ -30,6 +33,7 @@ func main() {
 	if pid1 {
 		defer hang() // init must never exit: that panics the kernel, hiding our message
 		mountAll()
+		loadModules("/modules")
 	}
 
 	var cmdline string
@@ -48,8 +52,13 @@ func main() {
 	}
 	born := time.Now()
 	eng := NewEngine(tr, born)
-	say("headroom-guest start cpu=%v step=%v dirty_mib=%d dirty_rate=%v loop=%v",
-		tr.CPU, tr.Step, tr.DirtyMiB, tr.DirtyRate, tr.Loop)
+	say("headroom-guest start cpu=%v step=%v dirty_mib=%d dirty_rate=%v loop=%v mem_mib=%v disk_kbps=%v net_kbps=%v",
+		tr.CPU, tr.Step, tr.DirtyMiB, tr.DirtyRate, tr.Loop, tr.MemMiB, tr.DiskKBps, tr.NetKBps)
+	go eng.memory(&eng.io)
+	if pid1 { // on a host, never its disks or NICs
+		go eng.disk(&eng.io, "/dev/vda")
+		go eng.network(&eng.io)
+	}
 
 	port := "/dev/ttyS1"
 	if f := flagValue(cmdline, "headroom.steer"); f != "" {

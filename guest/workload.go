@@ -15,6 +15,40 @@ type Trace struct {
 	Step      time.Duration // length of one step
 	DirtyMiB  int           // size of the buffer whose pages are dirtied
 	Loop      bool          // restart the trace at the end (else hold the last step)
+	// Per step, like DirtyRate (the last value repeats; none is 0): the memory
+	// held allocated and touched, in MiB; the rate of writes to the virtio disk
+	// and of frames sent on the virtio NIC, in KB/s (1024 bytes).
+	MemMiB   []float64
+	DiskKBps []float64
+	NetKBps  []float64
+}
+
+// Levels is what the trace asks for at one moment.
+type Levels struct {
+	Step                      int
+	CPU, DirtyRate            float64
+	MemMiB, DiskKBps, NetKBps float64
+}
+
+// LevelsAt returns every level of the trace at elapsed time t.
+func (tr *Trace) LevelsAt(t time.Duration) Levels {
+	n := max(len(tr.CPU), len(tr.DirtyRate), len(tr.MemMiB), len(tr.DiskKBps), len(tr.NetKBps))
+	if n == 0 {
+		return Levels{}
+	}
+	step := 0
+	if tr.Step > 0 {
+		step = int(t / tr.Step)
+	}
+	if tr.Loop {
+		step %= n
+	} else if step >= n {
+		step = n - 1
+	}
+	return Levels{
+		Step: step, CPU: pick(tr.CPU, step), DirtyRate: pick(tr.DirtyRate, step),
+		MemMiB: pick(tr.MemMiB, step), DiskKBps: pick(tr.DiskKBps, step), NetKBps: pick(tr.NetKBps, step),
+	}
 }
 
 // DefaultTrace is the embedded trace used when the kernel command line names none:
@@ -31,19 +65,8 @@ func DefaultTrace() Trace {
 
 // At returns the CPU target and dirty rate at elapsed time t.
 func (tr *Trace) At(t time.Duration) (cpu, rate float64, step int) {
-	n := max(len(tr.CPU), len(tr.DirtyRate))
-	if n == 0 {
-		return 0, 0, 0
-	}
-	if tr.Step > 0 {
-		step = int(t / tr.Step)
-	}
-	if tr.Loop {
-		step %= n
-	} else if step >= n {
-		step = n - 1
-	}
-	return pick(tr.CPU, step), pick(tr.DirtyRate, step), step
+	lv := tr.LevelsAt(t)
+	return lv.CPU, lv.DirtyRate, lv.Step
 }
 
 // pick returns s[i], holding the last value when s is shorter than the trace.
@@ -78,6 +101,24 @@ func (tr *Trace) Apply(kv string) error {
 			return fmt.Errorf("dirty_rate: %w", err)
 		}
 		tr.DirtyRate = xs
+	case "mem_mib":
+		xs, err := floats(v, 0, 1<<16)
+		if err != nil {
+			return fmt.Errorf("mem_mib: %w", err)
+		}
+		tr.MemMiB = xs
+	case "disk_kbps":
+		xs, err := floats(v, 0, 1e7)
+		if err != nil {
+			return fmt.Errorf("disk_kbps: %w", err)
+		}
+		tr.DiskKBps = xs
+	case "net_kbps":
+		xs, err := floats(v, 0, 1e7)
+		if err != nil {
+			return fmt.Errorf("net_kbps: %w", err)
+		}
+		tr.NetKBps = xs
 	case "step":
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -109,7 +150,7 @@ func floats(s string, lo, hi float64) ([]float64, error) {
 		if err != nil {
 			return nil, err
 		}
-		if x < lo || x > hi {
+		if !(x >= lo && x <= hi) { // also refuses NaN
 			return nil, fmt.Errorf("%v outside [%v, %v]", x, lo, hi)
 		}
 		out = append(out, x)
@@ -154,6 +195,8 @@ type Engine struct {
 	iter    int64 // completed passes over the buffer
 	slices  int64
 	bad     int64 // pages that did not hold what was last written: lost writes
+
+	io ioCounters // the memory, disk and network workers' (devices.go)
 }
 
 const pageSize = 4096
@@ -281,28 +324,35 @@ type Counters struct {
 	Iter    int64
 	Slices  int64
 	Bad     int64
+	MemMiB  int64 // held now
+	DiskB   int64 // written to the disk
+	NetB    int64 // sent on the NIC
 }
 
 // Counters returns the work done so far.
 func (e *Engine) Counters() Counters {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Counters{e.busy, e.dirtied, e.iter, e.slices, e.bad}
+	return Counters{e.busy, e.dirtied, e.iter, e.slices, e.bad,
+		e.io.memMiB.Load(), e.io.diskB.Load(), e.io.netB.Load()}
 }
 
 // Status describes the work since prev, dt ago, e.g.
-// "step=1 cpu=0.63 want=0.60 dirty=32MiB rate=20.0MiB/s iter=12 slices=120 bad=0".
+// "step=1 cpu=0.63 want=0.60 dirty=32MiB rate=20.0MiB/s iter=12 slices=120 bad=0
+// mem=64MiB disk=512KB/s net=0KB/s io_errors=0".
 func (e *Engine) Status(now time.Time, prev Counters, dt time.Duration) string {
 	c := e.Counters()
 	e.mu.Lock()
 	want, _, step := e.tr.At(now.Sub(e.start))
 	mib := e.tr.DirtyMiB
 	e.mu.Unlock()
-	cpu, rate := 0.0, 0.0
+	cpu, rate, disk, nw := 0.0, 0.0, 0.0, 0.0
 	if dt > 0 {
 		cpu = float64(c.Busy-prev.Busy) / float64(dt)
 		rate = float64(c.Dirtied-prev.Dirtied) / float64(1<<20) / dt.Seconds()
+		disk = float64(c.DiskB-prev.DiskB) / 1024 / dt.Seconds()
+		nw = float64(c.NetB-prev.NetB) / 1024 / dt.Seconds()
 	}
-	return fmt.Sprintf("step=%d cpu=%.2f want=%.2f dirty=%dMiB rate=%.1fMiB/s iter=%d slices=%d bad=%d",
-		step, cpu, want, mib, rate, c.Iter, c.Slices, c.Bad)
+	return fmt.Sprintf("step=%d cpu=%.2f want=%.2f dirty=%dMiB rate=%.1fMiB/s iter=%d slices=%d bad=%d mem=%dMiB disk=%.0fKB/s net=%.0fKB/s io_errors=%d",
+		step, cpu, want, mib, rate, c.Iter, c.Slices, c.Bad, c.MemMiB, disk, nw, e.io.ioErrs.Load())
 }

@@ -117,13 +117,23 @@ type VMStats struct {
 	DiskWrKBps float64 `json:"disk_wr_kbps"`
 	// DirtyMiBps is the measured memory dirty rate, when the hypervisor has one.
 	DirtyMiBps float64 `json:"dirty_mibps,omitempty"`
+
+	// GuestUsedMiB is the memory the guest itself uses (its total less what it
+	// has available), from its balloon driver's statistics; 0 when it reports
+	// none. RSS under-counts a guest that freed memory and over-counts QEMU's own.
+	GuestUsedMiB float64 `json:"guest_used_mib,omitempty"`
 }
 
-// Demand is the VM's current use in model units, given its Size.
+// Demand is the VM's current use in model units, given its Size. Memory is
+// the guest's own use when its balloon reports it, else QEMU's RSS (at most the
+// balloon size).
 func (s VMStats) Demand(size model.Resources) model.Resources {
 	mem := s.RSSMiB
 	if mem == 0 || (s.MemMiB > 0 && mem > s.MemMiB) {
 		mem = s.MemMiB
+	}
+	if s.GuestUsedMiB > 0 {
+		mem = s.GuestUsedMiB
 	}
 	return model.Resources{
 		CPU:  s.CPUUtil * size.CPU,

@@ -74,12 +74,34 @@ func pad4(w io.Writer, n int) error {
 // guestInitramfs lays out the guest's root: the init binary and the mount points and
 // console node it needs before it has mounted devtmpfs.
 func guestInitramfs(w io.Writer, initBin []byte) error {
-	return writeInitramfs(w, []cpioEntry{
+	return guestInitramfsModules(w, initBin, nil)
+}
+
+// guestModule is a kernel module the guest's /init loads, in order.
+type guestModule struct {
+	name string // e.g. "virtio_net"
+	data []byte // the .ko
+}
+
+// guestInitramfsModules is guestInitramfs with kernel modules under /modules, and
+// /modules/order listing them in load order (dependencies first).
+func guestInitramfsModules(w io.Writer, initBin []byte, mods []guestModule) error {
+	entries := []cpioEntry{
 		{name: "dev", mode: modeDir | 0o755},
 		{name: "dev/console", mode: modeChr | 0o600, major: 5, minor: 1},
 		{name: "proc", mode: modeDir | 0o755},
 		{name: "sys", mode: modeDir | 0o755},
 		{name: "tmp", mode: modeDir | 0o1777},
 		{name: "init", mode: modeFile | 0o755, data: initBin},
-	})
+	}
+	if len(mods) > 0 {
+		var order []byte
+		entries = append(entries, cpioEntry{name: "modules", mode: modeDir | 0o755})
+		for _, m := range mods {
+			entries = append(entries, cpioEntry{name: "modules/" + m.name + ".ko", mode: modeFile | 0o644, data: m.data})
+			order = append(order, m.name+"\n"...)
+		}
+		entries = append(entries, cpioEntry{name: "modules/order", mode: modeFile | 0o644, data: order})
+	}
+	return writeInitramfs(w, entries)
 }

@@ -42,14 +42,38 @@ type VMSpec struct {
 	// Args are guest options for the kernel command line, e.g.
 	// "headroom.cpu=0.5 headroom.dirty_mib=32 headroom.dirty_rate=20" (see guest/).
 	Args string
+	// DiskMiB is the size of the guest's virtio disk, default 64.
+	DiskMiB int
 }
 
-// DomainXML is the definition of a lab guest: TCG, direct kernel boot, the console on
+// DiskPath is the image of vm's virtio disk. It lies outside the hosts' private
+// directories, so every host sees it at the same path: shared storage, which a
+// live migration leaves in place.
+func (l *Lab) DiskPath(vm string) string { return filepath.Join(l.Dir, "disks", vm+".img") }
+
+// DomainXML is domainXML with the loop device already attached to s's disk image,
+// if any (else the image itself, which libvirt will define but not migrate).
+func (l *Lab) DomainXML(s VMSpec) string {
+	dev := ""
+	if devs := loopsOf(context.Background(), l.DiskPath(s.Name)); len(devs) > 0 {
+		dev = devs[0]
+	}
+	return l.domainXML(s, dev)
+}
+
+// domainXML is the definition of a lab guest: TCG, direct kernel boot, the console on
 // the first serial port (logged to a file on whichever host runs it) and the guest's
 // steering port on the second, a unix socket.
 //
+// It has a virtio disk, a loop device (dev) over DiskPath: libvirt migrates a
+// disk without copying it only if it is a block device or on a network file
+// system, and then only with cache=none. It also has a virtio NIC on a tap in its host's namespace (the
+// guest's frames end there, counted by the tap) and a balloon that reports the
+// guest's memory statistics every second: its network, disk and used memory as
+// libvirt's domain stats see them.
+//
 // The emulator is a wrapper that picks single-threaded TCG (see emulatorWrapper).
-func (l *Lab) DomainXML(s VMSpec) string {
+func (l *Lab) domainXML(s VMSpec, dev string) string {
 	if s.MemoryMiB == 0 {
 		s.MemoryMiB = 128
 	}
@@ -61,6 +85,10 @@ func (l *Lab) DomainXML(s VMSpec) string {
 		emulator = "/usr/bin/qemu-system-x86_64"
 	}
 	e := html.EscapeString
+	diskType, srcAttr, src := "block", "dev", dev
+	if dev == "" {
+		diskType, srcAttr, src = "file", "file", l.DiskPath(s.Name)
+	}
 	return fmt.Sprintf(`<domain type='qemu'>
   <name>%[1]s</name>
   <memory unit='MiB'>%[2]d</memory>
@@ -87,9 +115,20 @@ func (l *Lab) DomainXML(s VMSpec) string {
       <target port='1'/>
     </serial>
     <console type='pty'><target type='serial' port='0'/></console>
+    <disk type='%[8]s' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source %[9]s='%[10]s'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='ethernet'>
+      <model type='virtio'/>
+    </interface>
+    <memballoon model='virtio'>
+      <stats period='1'/>
+    </memballoon>
   </devices>
 </domain>
-`, e(s.Name), s.MemoryMiB, s.VCPUs, e(l.Kernel), e(l.Initrd), e(s.Args), e(emulator))
+`, e(s.Name), s.MemoryMiB, s.VCPUs, e(l.Kernel), e(l.Initrd), e(s.Args), e(emulator), diskType, srcAttr, e(src))
 }
 
 var vmName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -110,7 +149,15 @@ func (l *Lab) StartVM(ctx context.Context, host int, s VMSpec) error {
 	defer c.Disconnect()
 	// A fresh console log per boot, so that WaitConsole sees this boot only.
 	os.Remove(l.ConsolePath(host, s.Name))
-	dom, err := c.DomainDefineXML(l.DomainXML(s))
+	detachLoops(ctx, l.DiskPath(s.Name)) // a crashed run's
+	if err := makeDisk(l.DiskPath(s.Name), s.DiskMiB); err != nil {
+		return err
+	}
+	dev, err := run(ctx, "losetup", "--find", "--show", "--direct-io=on", l.DiskPath(s.Name))
+	if err != nil {
+		return fmt.Errorf("%s: loop device for its disk: %w", s.Name, err)
+	}
+	dom, err := c.DomainDefineXML(l.domainXML(s, dev))
 	if err != nil {
 		return fmt.Errorf("define %s on %s: %w", s.Name, h.ID, err)
 	}
@@ -137,10 +184,61 @@ func (l *Lab) DestroyVM(ctx context.Context, name string) error {
 		}
 		c.Disconnect()
 	}
+	detachLoops(ctx, l.DiskPath(name))
+	os.Remove(l.DiskPath(name))
 	if !found {
 		return fmt.Errorf("no guest %s in lab %s", name, l.Name)
 	}
 	return nil
+}
+
+// loopsOf lists the loop devices attached to the file at path.
+func loopsOf(ctx context.Context, path string) []string {
+	out, err := run(ctx, "losetup", "--noheadings", "--output", "NAME", "--associated", path)
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(out)
+}
+
+func detachLoops(ctx context.Context, path string) {
+	for _, dev := range loopsOf(ctx, path) {
+		run(ctx, "losetup", "--detach", dev)
+	}
+}
+
+// detachLoopsUnder detaches every loop device whose file lies under dir, also
+// those whose file is deleted already: a lab's disks on its way down.
+func detachLoopsUnder(ctx context.Context, dir string) {
+	out, err := run(ctx, "losetup", "--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE")
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(out) {
+		dev, file, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if ok && strings.HasPrefix(file, dir+"/") {
+			run(ctx, "losetup", "--detach", dev)
+		}
+	}
+}
+
+// makeDisk creates a sparse disk image of mib MiB (default 64), empty each boot.
+func makeDisk(path string, mib int) error {
+	if mib <= 0 {
+		mib = 64
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(mib) << 20); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (l *Lab) host(i int) (Host, error) {

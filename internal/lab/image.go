@@ -91,12 +91,41 @@ func buildImage(ctx context.Context, dir, kernel, guestBin string) (kpath, ipath
 	if err != nil {
 		return "", "", err
 	}
+	mods, err := readModules(ModulesDir(kernel))
+	if err != nil {
+		return "", "", err
+	}
 	var buf bytes.Buffer
-	if err := guestInitramfs(&buf, ib); err != nil {
+	if err := guestInitramfsModules(&buf, ib, mods); err != nil {
 		return "", "", err
 	}
 	ipath = filepath.Join(dir, "initrd.img")
 	return kpath, ipath, os.WriteFile(ipath, buf.Bytes(), 0o644)
+}
+
+// ModulesDir is where scripts/install-deps.sh leaves the guest kernel's virtio
+// modules (NIC, disk, balloon) beside the kernel, with their load order.
+func ModulesDir(kernel string) string { return filepath.Join(filepath.Dir(kernel), "modules") }
+
+// readModules reads dir/order and the modules it names. No directory is no
+// modules: the guest then runs without its NIC, disk and balloon drivers.
+func readModules(dir string) ([]guestModule, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "order"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var mods []guestModule
+	for _, name := range strings.Fields(string(b)) {
+		data, err := os.ReadFile(filepath.Join(dir, name+".ko"))
+		if err != nil {
+			return nil, fmt.Errorf("guest module: %w (run scripts/install-deps.sh)", err)
+		}
+		mods = append(mods, guestModule{name: name, data: data})
+	}
+	return mods, nil
 }
 
 // emulatorWrapper works around two QEMU 7.2 TCG faults that lose guest writes

@@ -133,7 +133,7 @@ func Check(cfg Config) error {
 	if os.Geteuid() != 0 {
 		miss = append(miss, "root (namespaces and libvirtd need it)")
 	}
-	for _, bin := range []string{"ip", "unshare", "libvirtd", "virtlogd", "qemu-system-x86_64", "hostname"} {
+	for _, bin := range []string{"ip", "unshare", "libvirtd", "virtlogd", "qemu-system-x86_64", "hostname", "losetup"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			miss = append(miss, bin)
 		}
@@ -503,6 +503,7 @@ func down(ctx context.Context, name, dir string, log io.Writer, quietIfNone bool
 		}()
 	}
 	wg.Wait()
+	detachLoopsUnder(ctx, filepath.Join(dir, "disks")) // the guests are gone
 	var errs []error
 	for _, ns := range append(hosts, labNS) {
 		if ns == "" {

@@ -186,3 +186,15 @@ func (l *Lab) BootVM(t testing.TB, host int, spec VMSpec) {
 	}
 	t.Logf("%s booted on host%d in %v: %s", spec.Name, host, time.Since(t0).Round(100*time.Millisecond), line)
 }
+
+// RequireDevices skips the test (fails it if HEADROOM_LAB_REQUIRED=1) when the
+// guest kernel's virtio modules are missing: without them the guests have no
+// NIC, disk or balloon driver, and their network, disk and used memory are
+// invisible to libvirt.
+func RequireDevices(t testing.TB, l *Lab) {
+	t.Helper()
+	dir := ModulesDir(DefaultKernel())
+	if _, err := os.Stat(filepath.Join(dir, "order")); err != nil {
+		skipOrFail(t, "guest kernel modules in "+dir+" (rerun scripts/install-deps.sh): "+err.Error())
+	}
+}

@@ -33,6 +33,10 @@ type counters struct {
 	dirtyStatus    int
 	hasDirtyStatus bool
 	dirtyStart     int64
+
+	// The guest's balloon driver: balloon.available (its total), .usable (its
+	// MemAvailable) and .unused (its MemFree), KiB.
+	availKiB, usableKiB, unusedKiB uint64
 }
 
 // sample is one domain's counters as one stats call read them: what the driver
@@ -108,6 +112,12 @@ func parseRecord(params []lv.TypedParam) counters {
 			c.balloonKiB = unum(p.Value)
 		case "balloon.rss":
 			c.rssKiB, c.hasRSS = unum(p.Value), true
+		case "balloon.available":
+			c.availKiB = unum(p.Value)
+		case "balloon.usable":
+			c.usableKiB = unum(p.Value)
+		case "balloon.unused":
+			c.unusedKiB = unum(p.Value)
 		case lv.DomainStatsDirtyrateMegabytesPerSecond:
 			x, _ := num(p.Value)
 			c.dirtyMiBps, c.hasDirty = x, true
@@ -148,6 +158,20 @@ func parseRecord(params []lv.TypedParam) counters {
 	return c
 }
 
+// guestUsedMiB is what the guest uses of its memory by its own account: total
+// less available (page cache it could drop counts as free), else less free; 0
+// without balloon statistics.
+func (c counters) guestUsedMiB() float64 {
+	free := c.usableKiB
+	if free == 0 {
+		free = c.unusedKiB
+	}
+	if c.availKiB == 0 || free == 0 || free > c.availKiB {
+		return 0
+	}
+	return float64(c.availKiB-free) / 1024
+}
+
 // keepBases is how many earlier samples of a domain are kept as bases of rates.
 // Two: when the newest is too recent or was badly timed, the one before it serves.
 const keepBases = 2
@@ -171,6 +195,7 @@ func rates(vm, host string, cur sample, bases []sample, minInterval, settle time
 		MemMiB:     float64(cur.c.balloonKiB) / 1024,
 		RSSMiB:     float64(cur.c.rssKiB) / 1024,
 	}
+	s.GuestUsedMiB = cur.c.guestUsedMiB()
 	if cur.c.hasDirty {
 		s.DirtyMiBps = cur.c.dirtyMiBps
 	}
@@ -301,6 +326,10 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 			bases := d.prev[key]
 			if n := len(bases); n > 0 && !cur.c.hasRSS && bases[n-1].c.hasRSS && bases[n-1].id == cur.id {
 				cur.c.rssKiB, cur.c.hasRSS = bases[n-1].c.rssKiB, true // the last known, while the job is busy
+			}
+			if n := len(bases); n > 0 && cur.c.availKiB == 0 && bases[n-1].id == cur.id {
+				b := bases[n-1].c // likewise the guest's own memory figures
+				cur.c.availKiB, cur.c.usableKiB, cur.c.unusedKiB = b.availKiB, b.usableKiB, b.unusedKiB
 			}
 			vs, bases := rates(r.Dom.Name, id, cur, bases, d.cfg.MinRateInterval, d.cfg.ArrivalSettle)
 			d.prev[key] = bases
