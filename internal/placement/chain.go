@@ -33,6 +33,11 @@ type Context struct {
 	memoR        model.Resource
 	// rejectedOn is the resource the capacity filter last rejected a host on.
 	rejectedOn model.Resource
+	// explain: filters spell out their reasons (a selection without it only counts).
+	explain bool
+	// The selected VM's moments per resource and step, the same against every host.
+	vmFor       int
+	vmMu, vmVar [4][]float64
 }
 
 type ruleRef struct {
@@ -44,7 +49,7 @@ type ruleRef struct {
 // NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
-	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1,
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1, vmFor: -1,
 		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}}
 	s := st.Snap
 	for h := range s.Hosts {
@@ -177,6 +182,8 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 	var out []Candidate
 	counts := make([]int, len(ch.Filters))
 	c.memoV = -1 // the what-if may have changed since the last selection
+	c.explain = explain
+	c.prepare(v)
 	wsum := 0.0
 	for _, s := range ch.Scorers {
 		wsum += s.Weight
@@ -296,6 +303,9 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 	st := c.St
 	if r, ok := st.NoRoom(v, h); !ok {
 		c.rejectedOn = r
+		if !c.explain {
+			return r.String()
+		}
 		return fmt.Sprintf("%s: no room now", r)
 	}
 	for _, r := range c.Resources {
@@ -305,14 +315,41 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 		}
 		limit := c.Limits.Get(r) * cp
 		for s := 0; s <= st.Steps(); s++ {
-			mu, variance := st.HostMomentOf(r, h, v, s)
+			mu, variance := c.withVM(r, h, v, s)
 			if b := mu + c.Z*math.Sqrt(variance); b > limit {
 				c.rejectedOn = r
+				if !c.explain {
+					return r.String() // only counted
+				}
 				return fmt.Sprintf("%s at step %d: bound %.0f > %.0f", r, s, b, limit)
 			}
 		}
 	}
 	return ""
+}
+
+// prepare caches v's moments for every tracked resource and step.
+func (c *Context) prepare(v int) {
+	n := c.St.Steps() + 1
+	for _, r := range c.Resources {
+		if cap(c.vmMu[r]) < n {
+			c.vmMu[r], c.vmVar[r] = make([]float64, n), make([]float64, n)
+		}
+		c.vmMu[r], c.vmVar[r] = c.vmMu[r][:n], c.vmVar[r][:n]
+		for s := range n {
+			c.vmMu[r][s], c.vmVar[r][s] = c.St.VMMomentOf(r, v, s)
+		}
+	}
+	c.vmFor = v
+}
+
+// withVM is h's moments of r at step s with v added.
+func (c *Context) withVM(r model.Resource, h, v, s int) (mu, variance float64) {
+	if c.vmFor != v {
+		c.prepare(v)
+	}
+	mu, variance = c.St.HostMomentOf(r, h, -1, s)
+	return mu + c.vmMu[r][s], variance + c.vmVar[r][s]
 }
 
 // headroom is the smallest share of capacity left at the bound over the horizon in
@@ -335,7 +372,7 @@ func headroomOf(c *Context, v, h int) (float64, model.Resource) {
 			continue
 		}
 		for s := 0; s <= st.Steps(); s++ {
-			mu, variance := st.HostMomentOf(r, h, v, s)
+			mu, variance := c.withVM(r, h, v, s)
 			if l := (cp - mu - c.Z*math.Sqrt(variance)) / cp; l < left {
 				left, bind = l, r
 			}
