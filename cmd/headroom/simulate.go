@@ -32,8 +32,10 @@ func newSimulateCmd() *cobra.Command {
 		Use:   "simulate",
 		Short: "Replay a trace through a policy on a modelled cluster",
 		Long: `simulate replays per-VM traces through a decision policy on a modelled data centre
-(CloudSim's PlanetLab experiment: 800 hosts, HP G4/G5, 300 s decisions) and prints
-energy, migrations and the SLA metrics SLATAH, PDM, SLAV and ESV.
+(CloudSim's PlanetLab experiment: 800 hosts, HP G4/G5, 300 s decisions; for a
+Bitbrains trace, the multi-resource scenario whose hosts have, in each resource, the
+largest demand any one VM reaches) and prints energy, migrations, the SLA metrics
+SLATAH, PDM, SLAV and ESV, and contention per resource (by_resource in --json).
 
 Policies: ` + core.PolicyNames + `.
 --workload with no value, or no --workload, uses the embedded PlanetLab day 20110303.`,
@@ -60,8 +62,12 @@ Policies: ` + core.PolicyNames + `.
 			if err != nil {
 				return fmt.Errorf("--workload: %w", err)
 			}
-			cfg := sim.DefaultConfig()
-			cfg.Hosts = hosts
+			// Bitbrains runs its own scenario (sim.BitbrainsConfig), whose host count
+			// --hosts overrides only when given.
+			cfg := sim.ConfigFor(w)
+			if !cfg.MultiResource || cmd.Flags().Changed("hosts") {
+				cfg.Hosts = hosts
+			}
 			rs, err := loadRules(rulesFile, randomRules, w, cfg.Hosts)
 			if err != nil {
 				return err
@@ -159,6 +165,27 @@ func printTable(w io.Writer, rs []*sim.Result) {
 	for _, r := range rs {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%d\t%.2f\t\n",
 			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.RuleViolations, r.WallSeconds)
+	}
+	tw.Flush()
+	printByResource(w, rs)
+}
+
+// printByResource prints each run's contention per resource.
+func printByResource(w io.Writer, rs []*sim.Result) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "policy	")
+	for _, r := range model.AllResources {
+		fmt.Fprintf(tw, "%s slatah	%s unmet	", r, r)
+	}
+	fmt.Fprintln(tw)
+	for _, x := range rs {
+		fmt.Fprintf(tw, "%s	", x.Policy)
+		for _, r := range model.AllResources {
+			b := x.ByResource[r.String()]
+			fmt.Fprintf(tw, "%.5f	%.2g	", b.SLATAH, b.Unmet)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }

@@ -16,6 +16,10 @@ type HostType struct {
 	MemMB  float64
 	NetKBs float64 // network capacity in KB/s (1 Gbit/s = 125,000)
 	Power  model.PowerCurve
+	// CPU is the host's total CPU when PEs is 0 (a host without a per-core limit).
+	CPU float64
+	// DiskKBs is disk throughput capacity in KB/s; 0 means untracked.
+	DiskKBs float64
 }
 
 // VMType is one VM size; VMs get types in blocks, as CloudSim assigns them.
@@ -51,6 +55,71 @@ type Config struct {
 	// update has finished and leaves the cluster for good. CloudSim's published figures
 	// depend on that rule (about half the PlanetLab VMs leave during a day).
 	KeepIdleVMs bool
+	// MultiResource drives all four resources from the trace (Bitbrains): demand in
+	// CPU (MHz), memory (MB), network and disk (KB/s), VM sizes from the trace's
+	// provisioned CPU and memory (VMTypes unused), and contention counted in each
+	// resource. Off, the run is CloudSim's CPU-only experiment.
+	MultiResource bool
+}
+
+// ConfigFor is the default scenario for w: BitbrainsConfig for a Bitbrains trace,
+// CloudSim's PlanetLab experiment (DefaultConfig) for any other.
+func ConfigFor(w *trace.Workload) Config {
+	if w.Kind == "bitbrains" {
+		return BitbrainsConfig(w)
+	}
+	return DefaultConfig()
+}
+
+// BitbrainsConfig is the default multi-resource scenario for w. Host sizes follow
+// one rule, from the trace and not from any policy's results: in each resource a
+// host has the capacity of the largest demand any single VM of the trace ever
+// reaches, so that every VM can always run alone and any contention comes from
+// co-location, which is what placement decides. There are as many hosts as VMs, so
+// no placement ever lacks a host; idle hosts are off and draw nothing. Power is the
+// HP ProLiant G5 curve (SPECpower), scaled by nothing: energy compares policies.
+// Idle VMs stay (a business VM at 0 % CPU still holds its memory).
+func BitbrainsConfig(w *trace.Workload) Config {
+	c := DefaultConfig()
+	c.Hosts = max(len(w.VMs), 1)
+	c.KeepIdleVMs = true
+	c.MultiResource = true
+	c.HostTypes = []HostType{DerivedHostType(w)}
+	return c
+}
+
+// DerivedHostType is BitbrainsConfig's host: per resource, the largest demand of any
+// one VM over the whole trace.
+func DerivedHostType(w *trace.Workload) HostType {
+	t := HostType{Name: "largest single-VM demand", Power: HPProLiantG5.Power}
+	for i := range w.VMs {
+		s := &w.VMs[i]
+		for k := range s.CPU {
+			d := seriesDemand(s, k)
+			t.CPU = max(t.CPU, d.CPU)
+			t.MemMB = max(t.MemMB, d.Mem)
+			t.NetKBs = max(t.NetKBs, d.Net)
+			t.DiskKBs = max(t.DiskKBs, d.Disk)
+		}
+	}
+	return t
+}
+
+// seriesDemand is sample k of s as demand: CPU and memory fractions times what the
+// VM was provisioned with, network and disk as given.
+func seriesDemand(s *trace.Series, k int) model.Resources {
+	var d model.Resources
+	d.CPU = float64(s.CPU[k]) * s.CPUCapacity
+	if k < len(s.Mem) {
+		d.Mem = float64(s.Mem[k]) * s.MemCapacity
+	}
+	if k < len(s.Net) {
+		d.Net = float64(s.Net[k])
+	}
+	if k < len(s.Disk) {
+		d.Disk = float64(s.Disk[k])
+	}
+	return d
 }
 
 // DefaultConfig is CloudSim's PlanetLab experiment: 800 hosts, 300 s, one day.
@@ -78,6 +147,8 @@ func (c *Config) fill(w *trace.Workload) error {
 		return fmt.Errorf("history length: %d must be positive", c.HistoryLength)
 	case c.Interval <= 0 || math.IsNaN(c.Interval):
 		return fmt.Errorf("interval: %g must be positive", c.Interval)
+	case c.MultiResource && w.Kind == "planetlab":
+		return fmt.Errorf("workload %s: a multi-resource run needs memory, network and disk series (bitbrains)", w.Name)
 	case w.Len() < 2:
 		return fmt.Errorf("workload %s: needs at least 2 samples, has %d", w.Name, w.Len())
 	case len(w.VMs) == 0:
@@ -94,9 +165,13 @@ func buildSnapshot(c *Config, w *trace.Workload) *model.Snapshot {
 	s.Hosts = make([]model.Host, c.Hosts)
 	for i := range s.Hosts {
 		t := c.HostTypes[i%len(c.HostTypes)]
+		cpu := float64(t.PEs) * t.PEMIPS
+		if t.PEs == 0 {
+			cpu = t.CPU
+		}
 		s.Hosts[i] = model.Host{
 			ID:       fmt.Sprintf("host-%d", i),
-			Capacity: model.Resources{CPU: float64(t.PEs) * t.PEMIPS, Mem: t.MemMB, Net: t.NetKBs},
+			Capacity: model.Resources{CPU: cpu, Mem: t.MemMB, Net: t.NetKBs, Disk: t.DiskKBs},
 			PEs:      t.PEs,
 			PEMIPS:   t.PEMIPS,
 			Power:    t.Power,
@@ -106,6 +181,20 @@ func buildSnapshot(c *Config, w *trace.Workload) *model.Snapshot {
 	block := int(math.Ceil(float64(n) / float64(len(c.VMTypes))))
 	s.VMs = make([]model.VM, n)
 	for i := range s.VMs {
+		if c.MultiResource {
+			// Sized as provisioned; placed on what it uses at the start, since a
+			// business VM arrives running, not empty.
+			tv := &w.VMs[i]
+			s.VMs[i] = model.VM{
+				ID:       tv.ID,
+				Host:     -1,
+				Size:     model.Resources{CPU: tv.CPUCapacity, Mem: tv.MemCapacity},
+				VCPU:     1,
+				Reserved: seriesDemand(tv, 0),
+				History:  make([]float64, 0, c.HistoryLength),
+			}
+			continue
+		}
 		t := c.VMTypes[min(i/block, len(c.VMTypes)-1)]
 		s.VMs[i] = model.VM{
 			ID:       w.VMs[i].ID,

@@ -33,6 +33,10 @@ func newForecaster(pol core.Policy, e *engine, cfg Config) (*forecaster, error) 
 		for v := range f.out {
 			f.out[v] = model.ResourceForecast{VMInstanceID: e.snap.VMs[v].ID, Step: cfg.Interval, Confidence: f.conf,
 				PredictedCPU: make([]float64, f.steps), Upper: make([]model.Resources, f.steps)}
+			if cfg.MultiResource {
+				o := &f.out[v]
+				o.PredictedMemory, o.PredictedNetworkIO, o.PredictedDiskIO = make([]float64, f.steps), make([]float64, f.steps), make([]float64, f.steps)
+			}
 		}
 		return f, nil
 	}
@@ -66,13 +70,24 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 		if f.oracle {
 			o := &f.out[v]
 			for s := range f.steps {
-				d := f.e.demand(v, t+float64(s+1)*f.e.cfg.Interval)
+				at := t + float64(s+1)*f.e.cfg.Interval
+				if f.e.cfg.MultiResource {
+					d := f.e.demandAt(v, at)
+					o.PredictedCPU[s], o.PredictedMemory[s], o.PredictedNetworkIO[s], o.PredictedDiskIO[s] = d.CPU, d.Mem, d.Net, d.Disk
+					o.Upper[s] = d
+					continue
+				}
+				d := f.e.demand(v, at)
 				o.PredictedCPU[s] = d
 				o.Upper[s] = model.Resources{CPU: d}
 			}
 			continue
 		}
-		f.vms[v].Observe(model.CPU, vms[v].Demand.CPU)
+		if f.e.cfg.MultiResource {
+			f.vms[v].ObserveAll(vms[v].Demand)
+		} else {
+			f.vms[v].Observe(model.CPU, vms[v].Demand.CPU)
+		}
 		fc := f.vms[v].Forecast(f.steps, f.conf)
 		fc.Clamp(vms[v].Size)
 		f.out[v] = fc

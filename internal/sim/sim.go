@@ -33,8 +33,23 @@ type Result struct {
 	RuleViolations int      `json:"rule_violations"`
 	RuleExamples   []string `json:"rule_violation_examples,omitempty"`
 	WallSeconds    float64  `json:"wall_seconds"`
+	// ByResource is contention per resource (cpu, mem, net, disk); see ResourceSLA.
+	ByResource map[string]ResourceSLA `json:"by_resource"`
 
 	Series Series `json:"-"`
+}
+
+// ResourceSLA is one resource's contention over a run. SLATAH is the fraction of
+// active host-time in which a host's demand for the resource exceeded its capacity
+// (CPU: what the host's scheduler is asked for, migrating-in VMs at their copy
+// share; memory: every VM listed on the host, a migrating-in VM's copy in full;
+// network and disk: the VMs running there). Unmet is the fraction of the resource's
+// demand not served: CPU and, past capacity, network and disk are shared out in
+// proportion, so the excess is unmet; memory past capacity is a violation for every
+// VM on the host, so all their memory demand counts as unmet for that time.
+type ResourceSLA struct {
+	SLATAH float64 `json:"slatah"`
+	Unmet  float64 `json:"unmet"`
 }
 
 // Series holds one value per decision interval, for plots.
@@ -67,6 +82,10 @@ type hostRec struct {
 	util       float64 // utilisation at the last update
 	alloc, req float64 // MIPS allocated and requested since the last update
 	active     bool
+	// Per resource since the last update: over capacity, the demand of the VMs
+	// running there (memory, network, disk) and how much of it is unmet.
+	over       [4]bool
+	dem, unmet [4]float64
 }
 
 type vmRec struct {
@@ -88,6 +107,7 @@ type engine struct {
 	last   float64
 
 	energyWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
+	violR, demR, unmetR                                            [4]float64
 	violations                                                     int
 	examples                                                       []string
 	migrations, unplaced, dropped                                  int
@@ -178,6 +198,19 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		res.PDM = e.migUnder / e.reqMIPSs
 		res.SLAOverall = 1 - e.allocMIPSs/e.reqMIPSs
 	}
+	res.ByResource = map[string]ResourceSLA{}
+	for _, r := range model.AllResources {
+		var x ResourceSLA
+		if e.activeTime > 0 {
+			x.SLATAH = e.violR[r] / e.activeTime
+		}
+		if r == model.CPU {
+			x.Unmet = max(res.SLAOverall, 0)
+		} else if e.demR[r] > 0 {
+			x.Unmet = e.unmetR[r] / e.demR[r]
+		}
+		res.ByResource[r.String()] = x
+	}
 	res.SLAV = res.SLATAH * res.PDM
 	res.ESV = res.EnergyKWh * res.SLAV
 	res.WallSeconds = time.Since(start).Seconds()
@@ -200,12 +233,31 @@ func (e *engine) demand(v int, t float64) float64 {
 	return u * e.snap.VMs[v].Size.CPU
 }
 
+// demandAt is v's demand in every resource at time t (the trace interpolated
+// linearly), for a multi-resource run.
+func (e *engine) demandAt(v int, t float64) model.Resources {
+	s := &e.w.VMs[v]
+	x := t / e.w.Step
+	i := int(x)
+	if i >= len(s.CPU)-1 {
+		return seriesDemand(s, len(s.CPU)-1)
+	}
+	d := seriesDemand(s, i)
+	if f := x - float64(i); f > 0 {
+		d = d.Add(seriesDemand(s, i+1).Sub(d).Scale(f))
+	}
+	return d
+}
+
 // record appends each VM's current utilisation to its history, newest first.
 func (e *engine) record() {
 	n := e.cfg.HistoryLength
 	for v := range e.snap.VMs {
 		vm := &e.snap.VMs[v]
-		u := vm.Demand.CPU / vm.Size.CPU
+		u := 0.0
+		if vm.Size.CPU > 0 {
+			u = vm.Demand.CPU / vm.Size.CPU
+		}
 		if len(vm.History) < n {
 			vm.History = append(vm.History, 0)
 		}
@@ -286,6 +338,15 @@ func (e *engine) update(t float64, account, drop bool) {
 				if r.alloc < r.req {
 					e.violTime += dt
 				}
+				for k, o := range r.over {
+					if o {
+						e.violR[k] += dt
+					}
+				}
+			}
+			for k := range r.dem {
+				e.demR[k] += r.dem[k] * dt
+				e.unmetR[k] += r.unmet[k] * dt
 			}
 		}
 		for v := range e.vrec {
@@ -298,8 +359,12 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 	}
 	for v := range e.snap.VMs {
-		// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
-		e.snap.VMs[v].Demand = model.Resources{CPU: e.demand(v, t)}
+		if e.cfg.MultiResource {
+			e.snap.VMs[v].Demand = e.demandAt(v, t)
+		} else {
+			// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
+			e.snap.VMs[v].Demand = model.Resources{CPU: e.demand(v, t)}
+		}
 		e.snap.VMs[v].Reserved = model.Resources{}
 	}
 	share := e.cfg.MigrationShare
@@ -358,11 +423,39 @@ func (e *engine) update(t float64, account, drop bool) {
 			}
 		}
 		*r = hostRec{util: u, alloc: used, req: req, active: used > 0}
+		r.over[model.CPU] = over
+		e.contention(h, r)
 		host.Util = u
 	}
 	e.last = t
 	if drop && !e.cfg.KeepIdleVMs {
 		e.dropIdle()
+	}
+}
+
+// contention fills r's memory, network and disk demand, whether each is past h's
+// capacity (0: untracked, never), and the unmet part (see ResourceSLA).
+func (e *engine) contention(h int, r *hostRec) {
+	host := &e.snap.Hosts[h]
+	var listed model.Resources // every VM on the list, copies in included
+	for _, v := range host.VMs {
+		vm := &e.snap.VMs[v]
+		if vm.Host == h {
+			r.dem[model.Mem] += vm.Demand.Mem
+			r.dem[model.Net] += vm.Demand.Net
+			r.dem[model.Disk] += vm.Demand.Disk
+		}
+		listed.Mem += vm.Demand.Mem
+	}
+	if c := host.Capacity.Mem; c > 0 && listed.Mem > c {
+		r.over[model.Mem] = true
+		r.unmet[model.Mem] = r.dem[model.Mem]
+	}
+	for _, k := range []model.Resource{model.Net, model.Disk} {
+		if c := host.Capacity.Get(k); c > 0 && r.dem[k] > c {
+			r.over[k] = true
+			r.unmet[k] = r.dem[k] - c
+		}
 	}
 }
 
