@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/headroom/headroom/internal/controller"
 	"github.com/headroom/headroom/internal/hypervisor/libvirt"
-	"github.com/headroom/headroom/internal/server"
 	"github.com/headroom/headroom/internal/store"
 )
 
@@ -80,22 +78,20 @@ failure goes to the event log ('headroom events').`,
 			defer closeAll()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			ln, err := net.Listen("tcp", cfg.Listen)
+			srv, err := serveAPI(c, log, cfg, nil, os.Stderr) // serve.go: API, dashboard, /metrics
 			if err != nil {
-				return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+				return err
 			}
-			srv := &http.Server{Handler: server.Handler(c, log), ReadHeaderTimeout: 5 * time.Second}
-			go srv.Serve(ln)
 			defer srv.Close()
-			fmt.Fprintf(os.Stderr, "headroom: %s mode, %d hosts, every %v; API on http://%s\n", cfg.Mode, len(cfg.Hosts), cfg.Interval, ln.Addr())
-			return c.Run(ctx, func(cy controller.Cycle, err error) {
+			fmt.Fprintf(os.Stderr, "headroom: %s mode, %d hosts, every %v; dashboard and API on %s\n", cfg.Mode, len(cfg.Hosts), cfg.Interval, srv.URL)
+			return c.Run(ctx, srv.Observer.Wrap(func(cy controller.Cycle, err error) {
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "headroom: cycle:", err)
 					return
 				}
 				fmt.Fprintf(os.Stderr, "%s  vms=%d moves=%d started=%d no-host=%d\n", time.Now().Format(time.TimeOnly),
 					len(cy.Snapshot.VMs), len(cy.Plan.Moves), len(cy.Started), len(cy.Plan.Unplaced))
-			})
+			}))
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "controller configuration (YAML)")

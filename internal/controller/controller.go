@@ -79,12 +79,13 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 
 func (c *Controller) record(e store.Event) {
 	if e.Mode == "" {
-		e.Mode = string(c.cfg.Mode)
+		e.Mode = string(c.currentMode()) // view.go: a mode set through the API
 	}
 	if e.Time.IsZero() {
 		e.Time = c.now()
 	}
 	if _, err := c.log.Append(e); err != nil {
+		eventLogErrors.Add(1) // view.go; exported as a metric
 		// The log is how operators learn what happened; losing it is worth a loud line.
 		fmt.Printf("headroom: event log: %v\n", err)
 	}
