@@ -23,9 +23,10 @@ func newPlanCmd() *cobra.Command {
 		Short: "Run one decision on a snapshot file and print the plan",
 		Long: `plan runs Decide once on a cluster snapshot (hosts, VMs, their forecasts and rules;
 see examples/snapshot.json) and prints the migrations it would start, each with its
-reason. --explain also shows each host's overload assessment and, for every VM the
-plan moves or cannot place, each candidate host with the filter that rejected it or
-its scores.`,
+reason. --explain also shows each host's overload assessment with its binding
+resource (the one whose breach comes first) and, for every VM the plan moves or
+cannot place, each candidate host with the filter that rejected it or its scores,
+and the resource that bound it (rejected on, or least room left).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if snapPath == "" {
@@ -72,7 +73,7 @@ func printPlan(w io.Writer, snap *model.Snapshot, ex core.Explained, explain boo
 			if r.Acted {
 				act = "act"
 			}
-			fmt.Fprintf(w, "  %s: %s -> %s\n", r.Host, r.Why, act)
+			fmt.Fprintf(w, "  %s: binding %s: %s -> %s\n", r.Host, r.Resource, r.Why, act)
 		}
 		fmt.Fprintln(w)
 	}
@@ -100,7 +101,11 @@ func printPlan(w io.Writer, snap *model.Snapshot, ex core.Explained, explain boo
 		fmt.Fprintln(tw, "  host\tverdict\tscores\ttotal")
 		for _, c := range ex.Candidates[id] {
 			if c.Rejected != "" {
-				fmt.Fprintf(tw, "  %s\trejected by %s: %s\t\t\n", c.HostID, c.Rejected, c.Reason)
+				bind := ""
+				if c.Binding != "" {
+					bind = " [binding " + c.Binding + "]"
+				}
+				fmt.Fprintf(tw, "  %s\trejected by %s: %s%s\t\t\n", c.HostID, c.Rejected, c.Reason, bind)
 				continue
 			}
 			var parts []string
@@ -108,7 +113,7 @@ func printPlan(w io.Writer, snap *model.Snapshot, ex core.Explained, explain boo
 				parts = append(parts, fmt.Sprintf("%s=%.3f", k, v))
 			}
 			sort.Strings(parts)
-			fmt.Fprintf(tw, "  %s\tfeasible\t%s\t%.3f\n", c.HostID, strings.Join(parts, " "), c.Total)
+			fmt.Fprintf(tw, "  %s\tfeasible [binding %s]\t%s\t%.3f\n", c.HostID, c.Binding, strings.Join(parts, " "), c.Total)
 		}
 		tw.Flush()
 	}

@@ -46,11 +46,18 @@ type VM struct {
 	Forecast         *Forecast `json:"forecast"`
 }
 
-// Forecast gives CPU per future step: the point forecast and the upper bound at
-// Confidence.
+// Forecast gives each resource per future step: the point forecast and the upper
+// bound at Confidence. CPU is required; memory (MB), network and disk (KB/s) are
+// optional and, when given, cover the same steps.
 type Forecast struct {
 	CPU        []float64 `json:"cpu"`
 	CPUUpper   []float64 `json:"cpu_upper"`
+	Mem        []float64 `json:"mem"`
+	MemUpper   []float64 `json:"mem_upper"`
+	Net        []float64 `json:"net"`
+	NetUpper   []float64 `json:"net_upper"`
+	Disk       []float64 `json:"disk"`
+	DiskUpper  []float64 `json:"disk_upper"`
 	Confidence float64   `json:"confidence"`
 }
 
@@ -160,7 +167,32 @@ func Parse(b []byte) (*model.Snapshot, []model.ResourceForecast, error) {
 			for k := range up {
 				up[k].CPU = p.CPUUpper[k]
 			}
-			fc[i] = model.ResourceForecast{VMInstanceID: v.ID, Step: f.Interval, PredictedCPU: p.CPU, Upper: up, Confidence: p.Confidence}
+			rf := model.ResourceForecast{VMInstanceID: v.ID, Step: f.Interval, PredictedCPU: p.CPU, Upper: up, Confidence: p.Confidence}
+			for _, o := range []struct {
+				name      string
+				r         model.Resource
+				pt, upper []float64
+				dst       *[]float64
+			}{
+				{"mem", model.Mem, p.Mem, p.MemUpper, &rf.PredictedMemory},
+				{"net", model.Net, p.Net, p.NetUpper, &rf.PredictedNetworkIO},
+				{"disk", model.Disk, p.Disk, p.DiskUpper, &rf.PredictedDiskIO},
+			} {
+				if len(o.pt) == 0 && len(o.upper) == 0 {
+					continue
+				}
+				if len(o.pt) != len(p.CPU) || len(o.upper) != len(p.CPU) {
+					return nil, nil, fmt.Errorf("vms[%d].forecast: %s has %d steps, %s_upper %d; both must match cpu's %d", i, o.name, len(o.pt), o.name, len(o.upper), len(p.CPU))
+				}
+				for k := range o.pt {
+					if !finite(o.pt[k]) || !finite(o.upper[k]) || o.upper[k] < o.pt[k] {
+						return nil, nil, fmt.Errorf("vms[%d].forecast: %s step %d: upper %g below point %g or not finite", i, o.name, k+1, o.upper[k], o.pt[k])
+					}
+					up[k].Set(o.r, o.upper[k])
+				}
+				*o.dst = o.pt
+			}
+			fc[i] = rf
 		}
 	}
 	for h := range s.Hosts {
