@@ -121,4 +121,3 @@ func (c *Controller) warmStart(ctx context.Context, b Backfiller, vms []hypervis
 	c.record(store.Event{Kind: WarmStart, Message: fmt.Sprintf("backfilled %d samples of %d of %d new VMs (up to %d at %v) in %v",
 		samples.Load(), got, len(fresh), n, c.cfg.Interval, time.Since(t0).Round(time.Millisecond))})
 }
-

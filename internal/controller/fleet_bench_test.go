@@ -1,0 +1,144 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/hypervisor/memory"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/store"
+)
+
+// fleetSize is the benchmark's fleet: HEADROOM_FLEET_HOSTS hosts (default
+// 10,000) with ten VMs each.
+func fleetSize() int {
+	if n, err := strconv.Atoi(os.Getenv("HEADROOM_FLEET_HOSTS")); err == nil && n > 0 {
+		return n
+	}
+	return 10000
+}
+
+// BenchmarkFleetCycle times one full controller cycle (list, read stats,
+// forecast, decide, start the moves) in auto mode with the in-memory driver
+// at 10,000 hosts and 100,000 VMs: 16-core hosts holding ten 2-vCPU VMs each
+// (overcommitted 1.25x), each VM's load on a daily sine with its own phase
+// and noise, so some hosts overload every cycle and the core has moves to
+// find. It reports the heap allocated per cycle, the live heap after the
+// last cycle and the process's peak RSS (VmHWM, which includes setup).
+//
+//	go test -run '^$' -bench FleetCycle -benchtime 5x ./internal/controller
+func BenchmarkFleetCycle(b *testing.B) {
+	nh := fleetSize()
+	hosts := make([]hypervisor.Host, nh)
+	cfgHosts := make([]HostConfig, nh)
+	for i := range hosts {
+		id := fmt.Sprintf("h%05d", i)
+		hosts[i] = hypervisor.Host{ID: id, PEs: 16, PEMIPS: 2000, Capacity: model.Resources{CPU: 32000, Mem: 131072}}
+		cfgHosts[i] = HostConfig{ID: id, URI: "memory://" + id}
+	}
+	d := memory.New(memory.Options{}, hosts...)
+	defer d.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	type vmLoad struct {
+		id           string
+		base, amp, φ float64
+	}
+	var loads []vmLoad
+	for i := range nh * 10 {
+		id := fmt.Sprintf("vm%06d", i)
+		vm := hypervisor.VM{ID: id, Host: hosts[i/10].ID, State: hypervisor.StateRunning, VCPUs: 2, MemMiB: 8192,
+			Size: model.Resources{CPU: 4000, Mem: 8192}, Persistent: true}
+		l := vmLoad{id: id, base: 0.2 + 0.4*rng.Float64(), amp: 0.3 * rng.Float64(), φ: 2 * math.Pi * rng.Float64()}
+		loads = append(loads, l)
+		if err := d.AddVM(vm, memory.Usage{CPUUtil: l.base, MemMiB: 4096}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	log, err := store.Open(filepath.Join(b.TempDir(), "events.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	cfg := Config{Interval: 5 * time.Minute, Mode: Auto, Hosts: cfgHosts, MaxConcurrent: 100, MaxPerHost: 1}
+	c, err := New(cfg, d, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	cycle := 0
+	// load moves every VM along its daily curve and the clock an interval on.
+	load := func() {
+		cycle++
+		t := float64(cycle) * cfg.Interval.Seconds() / 86400 * 2 * math.Pi
+		for _, l := range loads {
+			u := l.base + l.amp*math.Sin(t+l.φ) + 0.05*rng.NormFloat64()
+			d.SetUsage(l.id, memory.Usage{CPUUtil: min(max(u, 0), 1), MemMiB: 4096})
+		}
+		d.Advance(cfg.Interval)
+	}
+	// A few cycles first so that every VM has a history and forecasts.
+	for range 3 {
+		load()
+		if _, err := c.Step(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	b.ResetTimer()
+	var moves, started int
+	for b.Loop() {
+		b.StopTimer()
+		load()
+		b.StartTimer()
+		cy, err := c.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		moves += len(cy.Plan.Moves)
+		started += len(cy.Started)
+		if len(cy.Snapshot.VMs) != nh*10 {
+			b.Fatalf("snapshot has %d VMs", len(cy.Snapshot.VMs))
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&m1)
+	n := float64(b.N)
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/n/(1<<20), "MiB-alloc/cycle")
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	b.ReportMetric(float64(m1.HeapAlloc)/(1<<20), "MiB-live-heap")
+	b.ReportMetric(peakRSSMiB(), "MiB-peak-RSS")
+	b.ReportMetric(float64(moves)/n, "moves/cycle")
+	b.ReportMetric(float64(started)/n, "started/cycle")
+	b.ReportMetric(float64(nh*10), "VMs")
+	c.Wait()
+	debug.FreeOSMemory()
+}
+
+// peakRSSMiB is VmHWM from /proc/self/status (0 where there is none).
+func peakRSSMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
