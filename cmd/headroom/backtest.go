@@ -26,7 +26,8 @@ func newBacktestCmd() *cobra.Command {
 		confidence                  float64
 		asJSON, refs                bool
 		peer                        string
-		every, rProcs               int
+		every, everyVM, rProcs      int
+		rWindow                     int
 	)
 	c := &cobra.Command{
 		Use:   "backtest",
@@ -68,6 +69,9 @@ func newBacktestCmd() *cobra.Command {
 			if every < 1 {
 				return fmt.Errorf("--every %d: want at least 1", every)
 			}
+			if everyVM < 1 {
+				return fmt.Errorf("--every-vm %d: want at least 1", everyVM)
+			}
 			if peer != "" {
 				if _, ok := backtest.Peers[peer]; !ok {
 					return fmt.Errorf("--peer %q: the only peer is %s", peer, backtest.PeerRForecast)
@@ -77,7 +81,7 @@ func newBacktestCmd() *cobra.Command {
 					return fmt.Errorf("--peer %s: %w", peer, err)
 				}
 			}
-			opts := backtest.Options{Horizon: int(math.Round(steps)), Confidence: confidence, Models: names, Every: every}
+			opts := backtest.Options{Horizon: int(math.Round(steps)), Confidence: confidence, Models: names, Every: every, EveryVM: everyVM}
 			if !asJSON {
 				opts.Progress = progress("backtest: VMs")
 			}
@@ -86,7 +90,7 @@ func newBacktestCmd() *cobra.Command {
 				return err
 			}
 			if peer != "" {
-				po := backtest.PeerOptions{Procs: rProcs}
+				po := backtest.PeerOptions{Procs: rProcs, Window: rWindow}
 				if !asJSON {
 					po.Progress = progress("backtest: " + peer + " series")
 				}
@@ -135,6 +139,8 @@ func newBacktestCmd() *cobra.Command {
 	f.BoolVar(&refs, "references", false, "also score estimators that look ahead or choose with hindsight: how far below mean12 any forecaster could get")
 	f.StringVar(&peer, "peer", "", "also score an external forecaster on the same series, origins and steps: "+backtest.PeerRForecast+" (R's ses, ets, thetaf and auto.arima; needs Rscript and r-cran-forecast)")
 	f.IntVar(&every, "every", 1, "score only every Nth origin from the warm-up on, every row on the same subset (R is slow: minutes per thousand origins)")
+	f.IntVar(&everyVM, "every-vm", 1, "score only every Nth VM, every row on the same subset")
+	f.IntVar(&rWindow, "r-window", 0, "with --peer, the most samples before an origin that R fits on (default: the engine's history, a week)")
 	f.IntVar(&rProcs, "r-procs", runtime.GOMAXPROCS(0), "R processes to run at once with --peer")
 	f.StringVar(&models, "models", "", "comma-separated models to run besides default, last and mean12 (all: \"all\")")
 	return c

@@ -30,6 +30,9 @@ type Options struct {
 	// all); the models still see every sample. A slow peer is run on such a
 	// subset, and every row is then scored on the same one.
 	Every int
+	// EveryVM scores only every EveryVM-th VM of the workload (default 1: all),
+	// for every row alike.
+	EveryVM int
 	// Progress, if set, is called with (VMs done, total) as VMs finish.
 	Progress func(done, total int)
 }
@@ -82,6 +85,7 @@ type Result struct {
 	Warmup     int     `json:"warmup"`
 	// Every is Options.Every: 1 when every origin was scored.
 	Every       int           `json:"every_origin"`
+	EveryVM     int           `json:"every_vm"`
 	VMs         int           `json:"vms"`
 	Models      []Score       `json:"models"`
 	Calibration []Calibration `json:"calibration"`
@@ -146,6 +150,12 @@ func check(w *trace.Workload, opts *Options) error {
 	if opts.Every < 0 {
 		return fmt.Errorf("backtest: every %d origins, want at least 1", opts.Every)
 	}
+	if opts.EveryVM == 0 {
+		opts.EveryVM = 1
+	}
+	if opts.EveryVM < 0 {
+		return fmt.Errorf("backtest: every %d VMs, want at least 1", opts.EveryVM)
+	}
 	if n := w.Len(); n < opts.Warmup+opts.Horizon {
 		return fmt.Errorf("backtest: %d samples; the first forecast needs %d of warm-up and %d ahead", n, opts.Warmup, opts.Horizon)
 	}
@@ -159,6 +169,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 	if err := check(w, &opts); err != nil {
 		return nil, err
 	}
+	w = subsetVMs(w, opts.EveryVM)
 	names := slices.Clone(Baselines)
 	for _, m := range opts.Models {
 		if _, err := forecast.Lookup(m); err != nil {
@@ -214,7 +225,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 	})
 
 	res := &Result{Workload: w.Name, Step: w.Step, Horizon: opts.Horizon, Confidence: opts.Confidence,
-		Warmup: opts.Warmup, Every: opts.Every, VMs: len(w.VMs)}
+		Warmup: opts.Warmup, Every: opts.Every, EveryVM: opts.EveryVM, VMs: len(w.VMs)}
 	for m, name := range names {
 		for ri, r := range resources {
 			var a acc
@@ -237,6 +248,19 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 		res.Traces = append(res.Traces, outs[i].traces...)
 	}
 	return res, nil
+}
+
+// subsetVMs is every k-th VM of w, from the first.
+func subsetVMs(w *trace.Workload, k int) *trace.Workload {
+	if k <= 1 {
+		return w
+	}
+	c := *w
+	c.VMs = nil
+	for i := 0; i < len(w.VMs); i += k {
+		c.VMs = append(c.VMs, w.VMs[i])
+	}
+	return &c
 }
 
 func ratio(a, b float64) float64 {

@@ -45,10 +45,17 @@ func (r *Result) Table() report.Table {
 
 // subset says which origins were scored when not all were.
 func (r *Result) subset() string {
-	if r.Every <= 1 {
-		return ""
+	var s string
+	if r.EveryVM > 1 {
+		s = fmt.Sprintf("; every %d%s VM (%d VMs)", r.EveryVM, ordinal(r.EveryVM), r.VMs)
 	}
-	return fmt.Sprintf("; scored on every %d%s origin from sample %d on (all rows on the same origins)", r.Every, ordinal(r.Every), r.Warmup)
+	if r.Every > 1 {
+		s += fmt.Sprintf("; every %d%s origin from sample %d on", r.Every, ordinal(r.Every), r.Warmup)
+	}
+	if s != "" {
+		s += " (all rows scored on the same subset)"
+	}
+	return s
 }
 
 func ordinal(n int) string {

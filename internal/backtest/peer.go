@@ -93,6 +93,7 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 	if err := check(w, &opts); err != nil {
 		return nil, err
 	}
+	w = subsetVMs(w, opts.EveryVM)
 	if err := CheckR(ctx, po.Rscript); err != nil {
 		return nil, err
 	}
