@@ -15,6 +15,7 @@ type ringArena struct {
 	mu    sync.Mutex
 	size  int
 	chunk []float32
+	grown int         // floats in the last chunk: chunks double up to arenaChunkBytes
 	free  [][]float32 // rings of removed VMs, reused first
 }
 
@@ -29,7 +30,10 @@ func (a *ringArena) get() []float32 {
 		return b
 	}
 	if len(a.chunk) < a.size {
-		n := max(arenaChunkBytes/4, a.size)
+		// Start small so that a small engine (a test, a lab) does not hold
+		// 64 MB; a fleet reaches full-size chunks after a few doublings.
+		n := max(min(max(2*a.grown, 16*a.size), arenaChunkBytes/4), a.size)
+		a.grown = n
 		a.chunk = make([]float32, n)
 		adviseHuge(unsafe.Slice((*byte)(unsafe.Pointer(&a.chunk[0])), 4*n))
 	}
