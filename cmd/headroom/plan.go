@@ -73,7 +73,7 @@ func printPlan(w io.Writer, snap *model.Snapshot, ex core.Explained, explain boo
 			if r.Acted {
 				act = "act"
 			}
-			fmt.Fprintf(w, "  %s: binding %s: %s -> %s\n", r.Host, r.Resource, r.Why, act)
+			fmt.Fprintf(w, "  %s: %s -> %s (binding: %s)\n", r.Host, r.Why, act, r.Resource)
 		}
 		fmt.Fprintln(w)
 	}
