@@ -74,3 +74,25 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 	})
 }
+
+// TestMemoryFootprint: the memory worker holds what the trace asks, and gives it
+// back when the trace asks for less.
+func TestMemoryFootprint(t *testing.T) {
+	tr := Trace{CPU: []float64{0}, MemMiB: []float64{8}, Step: time.Second, Loop: true}
+	e := NewEngine(tr, time.Now())
+	go e.memory(&e.io)
+	wait := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for e.Counters().MemMiB != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("holding %d MiB, want %d", e.Counters().MemMiB, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait(8)
+	tr.MemMiB = []float64{2}
+	e.Set(tr, time.Now())
+	wait(2)
+}
