@@ -41,8 +41,16 @@ func NewHeadroom(name string, cfg policy.HeadroomConfig) (*Headroom, error) {
 
 func (p *Headroom) Name() string { return p.PolicyName }
 
-// HorizonSteps is how many forecast steps the policy wants at a decision interval.
+// HorizonSteps is how many forecast steps the policy wants at a decision interval:
+// the horizon, or the cooldown if longer. Every move pins its VM for the cooldown
+// (only a breach now moves it again), so a target must have room for that long;
+// triggers still look only as far as the horizon (triggerSteps).
 func (p *Headroom) HorizonSteps(interval float64) int {
+	return max(p.triggerSteps(interval), int(math.Round(p.Cfg.Thrash.Cooldown.Seconds()/interval)))
+}
+
+// triggerSteps is how many steps the overload trigger reads.
+func (p *Headroom) triggerSteps(interval float64) int {
 	return max(1, int(math.Round(p.Cfg.Horizon.Seconds()/interval)))
 }
 
@@ -100,14 +108,14 @@ type risk struct {
 	prob float64
 }
 
-// hostRisk is the first step at which, for some resource r the policy reads,
+// hostRisk is the first step up to last at which, for some resource r the policy reads,
 // P(demand of r > threshold_r x capacity_r) reaches r's trigger probability. Of
 // resources breaching at the same step the likeliest binds. Without a breach it
 // returns step -1 with the highest probability seen.
-func hostRisk(st *cluster.State, h int, trig *triggers, rs []model.Resource) risk {
+func hostRisk(st *cluster.State, h int, trig *triggers, rs []model.Resource, last int) risk {
 	out := risk{step: -1}
 	capacity := st.Snap.Hosts[h].Capacity
-	for s := 0; s <= st.Steps(); s++ {
+	for s := 0; s <= last; s++ {
 		hit := false
 		for _, r := range rs {
 			c := capacity.Get(r)
@@ -133,14 +141,14 @@ func hostRisk(st *cluster.State, h int, trig *triggers, rs []model.Resource) ris
 
 // safeWithout reports whether host h would pass every trigger at every step of the
 // horizon without VM v (VMs independent: moments subtract).
-func safeWithout(st *cluster.State, h, v int, trig *triggers, rs []model.Resource) bool {
+func safeWithout(st *cluster.State, h, v int, trig *triggers, rs []model.Resource, last int) bool {
 	capacity := st.Snap.Hosts[h].Capacity
 	for _, r := range rs {
 		c := capacity.Get(r)
 		if c <= 0 {
 			continue
 		}
-		for s := 0; s <= st.Steps(); s++ {
+		for s := 0; s <= last; s++ {
 			mu, variance := st.HostMomentOf(r, h, -1, s)
 			mv, vv := st.VMMomentOf(r, v, s)
 			if policy.ProbAbove(mu-mv, math.Sqrt(max(variance-vv, 0)), trig[r].Threshold*c) >= trig[r].Probability {

@@ -27,8 +27,10 @@ type cycle struct {
 	inFlight map[string]bool
 	over     []bool
 	received []bool
-	horizon  float64
-	out      Explained
+	// last is the last step the triggers read; horizon is its time ahead.
+	last    int
+	horizon float64
+	out     Explained
 }
 
 func (p *Headroom) newCycle(in Input, explain bool) *cycle {
@@ -40,8 +42,9 @@ func (p *Headroom) newCycle(in Input, explain bool) *cycle {
 		inFlight: map[string]bool{},
 		over:     make([]bool, len(snap.Hosts)),
 		received: make([]bool, len(snap.Hosts)),
-		horizon:  float64(st.Steps()) * snap.Interval,
 	}
+	c.last = min(st.Steps(), p.triggerSteps(snap.Interval))
+	c.horizon = float64(c.last) * snap.Interval
 	c.ctx = p.context(st, c.zC)
 	if explain {
 		c.out.Candidates = map[string][]placement.Candidate{}
@@ -105,7 +108,7 @@ func (c *cycle) assess() []riskyHost {
 			continue
 		}
 		trig := c.p.triggers(snap, h)
-		rk := hostRisk(st, h, &trig, c.p.resources)
+		rk := hostRisk(st, h, &trig, c.p.resources, c.last)
 		if rk.step < 0 {
 			continue
 		}
@@ -151,7 +154,7 @@ func (c *cycle) overload() {
 		tried := map[int]bool{}
 		for c.budget > 0 {
 			// The binding resource can change as VMs leave.
-			rk := hostRisk(st, h, &trig, c.p.resources)
+			rk := hostRisk(st, h, &trig, c.p.resources, c.last)
 			if rk.step < 0 {
 				break
 			}
@@ -182,7 +185,7 @@ func (c *cycle) overload() {
 				Rule:        "overload",
 				Probability: rk.prob,
 				Detail: fmt.Sprintf("P(host %s %s > %.0f%% of capacity) = %.2f at step %d of %d (%.0f s ahead); %s",
-					snap.Hosts[h].ID, label(rk.r), 100*trig[rk.r].Threshold, rk.prob, rk.step, st.Steps(), float64(rk.step)*snap.Interval, why),
+					snap.Hosts[h].ID, label(rk.r), 100*trig[rk.r].Threshold, rk.prob, rk.step, c.last, float64(rk.step)*snap.Interval, why),
 				Rejected: rejected(cands),
 			}))
 		}
@@ -203,7 +206,7 @@ func (c *cycle) pick(h int, rk risk, trig *triggers, tried map[int]bool, firstSt
 			continue
 		}
 		mu, variance := st.VMMomentOf(rk.r, v, max(rk.step, 0))
-		x := overloadPick{v, safeWithout(st, h, v, trig, c.p.resources), st.MigrationSeconds(v, h), mu + c.zC*math.Sqrt(variance)}
+		x := overloadPick{v, safeWithout(st, h, v, trig, c.p.resources, c.last), st.MigrationSeconds(v, h), mu + c.zC*math.Sqrt(variance)}
 		if best.v < 0 || x.better(best) {
 			best = x
 		}

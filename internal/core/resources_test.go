@@ -142,3 +142,42 @@ func TestUnknownCapacitiesAreUnconstrained(t *testing.T) {
 		}
 	}
 }
+
+func TestTargetsMustHaveRoomForTheCooldown(t *testing.T) {
+	// Horizon 30 min, cooldown 1 h at 300 s: the policy asks for 12 steps and its
+	// triggers read 6. Host A breaches at step 1; vm1 must leave. B's VM peaks at
+	// step 9, after the horizon but inside the hour vm1 would be pinned there, so
+	// vm1 goes to C.
+	p := headroomPolicy(t, func(c *policy.HeadroomConfig) {
+		c.Placement.Scorers = []policy.WeightedStep{{Name: "packing", Weight: 1}}
+	})
+	if got := p.HorizonSteps(300); got != 12 {
+		t.Fatalf("HorizonSteps(300) = %d, want 12 (the cooldown)", got)
+	}
+	s := snap(3, [3]float64{0, 2500, 1740}, [3]float64{0, 2900, 613}, [3]float64{1, 500, 870}, [3]float64{2, 500, 870})
+	s.VMs[1].Size.CPU = 3000
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 10, flat(12, 2500)...)
+	f = fc(s, f, 1, 10, flat(12, 2900)...)
+	peak := flat(12, 500)
+	peak[8] = 3000 // B's VM at step 9
+	f = fc(s, f, 2, 10, peak...)
+	f = fc(s, f, 3, 10, flat(12, 500)...)
+	ex := p.Explain(Input{Snapshot: s, Forecasts: f})
+	if len(ex.Moves) != 1 || ex.Moves[0].VMInstanceID != "vm1" || ex.Moves[0].TargetHostID != "C" {
+		t.Fatalf("moves %+v: want vm1 to C", ex.Moves)
+	}
+	for _, c := range ex.Candidates["vm1"] {
+		if c.HostID == "B" && !strings.HasPrefix(c.Reason, "cpu at step 9") {
+			t.Errorf("B: %+v, want rejected on cpu at step 9", c)
+		}
+	}
+	// The trigger still reads only the horizon: a breach at step 9 alone is not
+	// acted on.
+	s2 := snap(2, [3]float64{0, 500, 870})
+	late := flat(12, 500)
+	late[8] = 6000
+	if plan := Decide(s2, fc(s2, nil, 0, 10, late...), p, nil); len(plan.Overloaded) != 0 {
+		t.Errorf("a breach past the horizon triggered: %+v", plan)
+	}
+}
