@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/headroom/headroom/internal/model"
@@ -39,6 +40,12 @@ type Driver interface {
 	// Abort cancels vm's migration in flight, whether or not this process started
 	// it. ErrNoMigration if there is none; post-copy moves cannot be aborted.
 	Abort(ctx context.Context, vm string) error
+	// Adopt follows a migration of vm to target that this driver did not start:
+	// one a previous controller process started, which the hypervisor carries on
+	// after it died. The Migration it returns watches the hypervisor's job to its
+	// end, as Migrate's does, and can abort it. ErrNoMigration if no migration
+	// job of vm runs.
+	Adopt(ctx context.Context, vm, target string) (Migration, error)
 	// Locate asks every host about vm and says where it runs. It answers from
 	// the hosts it can reach: a VM running on one of them is found (hosts that
 	// did not answer are listed in Location.Unreachable, without an error). Only
@@ -281,6 +288,34 @@ func (e *HostError) Error() string {
 }
 
 func (e *HostError) Unwrap() error { return e.Err }
+
+// connectionFaults are how a lost or refused connection reads in libvirt's and
+// Go's errors, lower case.
+var connectionFaults = []string{
+	"connection reset", "connection refused", "broken pipe", "end of file",
+	"unable to connect", "no route to host", "network is unreachable",
+	"i/o timeout", "connection timed out", "cannot recv data", "cannot write data",
+	"unable to write to socket", "lost connection", "use of closed network connection", "closed pipe",
+}
+
+// IsConnectionError reports whether err says a host could not be reached or its
+// connection was lost, rather than that the host refused or failed the
+// operation: the host, not the VM or the request, is then at fault.
+func IsConnectionError(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	for _, f := range connectionFaults {
+		if strings.Contains(msg, f) {
+			return true
+		}
+	}
+	return false
+}
 
 // Execute carries out one MigrationRequest of the decision core.
 func Execute(ctx context.Context, d Driver, req model.MigrationRequest) (Migration, error) {

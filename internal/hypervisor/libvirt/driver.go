@@ -60,8 +60,14 @@ type Config struct {
 	TLS *tls.Config
 	// DialTimeout bounds connecting to a host; default 5 s.
 	DialTimeout time.Duration
-	// CallTimeout bounds one RPC (not a migration); default 30 s.
+	// CallTimeout bounds one RPC (not a migration); default 30 s. A caller's
+	// context bounds it further: the controller gives each cycle's reads a
+	// deadline, so a silent host costs that, not this.
 	CallTimeout time.Duration
+	// Workers bounds how many hosts one call (Hosts, VMs, Stats, Locate) asks at
+	// once; default 32. A hung host holds one worker until the caller's deadline
+	// while the others serve the rest.
+	Workers int
 	// PollInterval is how often a migration's job stats are read; default 250 ms.
 	PollInterval time.Duration
 	// MinRateInterval is the shortest interval a rate is worked out over; default
@@ -97,6 +103,11 @@ type host struct {
 	conn *lv.Libvirt
 	nc   net.Conn // conn's socket: closing it unblocks every call on conn
 	info *nodeInfo
+	// silent is the error of the host's last call if it timed out or lost the
+	// connection, nil once a call succeeds. Locate (and so Migrate) does not
+	// wait on a silent host again; the cluster reads (Hosts, VMs, Stats) still
+	// ask it, within their caller's deadline, and so notice when it is back.
+	silent error
 }
 
 type nodeInfo struct {
@@ -118,6 +129,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 32
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
@@ -271,7 +285,9 @@ func (h *host) clientConn(ctx context.Context) (*lv.Libvirt, net.Conn, error) {
 	}
 	c, nc, err := h.d.dial(ctx, h.cfg.URI)
 	if err != nil {
-		return nil, nil, h.err("connect", err)
+		err = h.err("connect", err)
+		h.silent = err
+		return nil, nil, err
 	}
 	h.conn, h.nc = c, nc
 	return c, nc, nil
@@ -295,13 +311,29 @@ func (h *host) call(ctx context.Context, op string, fn func(c *lv.Libvirt) error
 	cctx, cancel := context.WithTimeout(ctx, h.d.cfg.CallTimeout)
 	defer cancel()
 	err = callCtx(cctx, func() { nc.Close() }, func() error { return fn(c) })
+	if err != nil && (!c.IsConnected() || hypervisor.IsConnectionError(err)) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, hypervisor.ErrUnreachable) {
+		err = fmt.Errorf("%w: %v", hypervisor.ErrUnreachable, err)
+	}
+	h.mu.Lock()
+	switch {
+	case err == nil:
+		h.silent = nil
+	case errors.Is(err, hypervisor.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
+		h.silent = h.err(op, err)
+	}
+	h.mu.Unlock()
 	if err != nil {
-		if !c.IsConnected() {
-			err = fmt.Errorf("%w: %v", hypervisor.ErrUnreachable, err)
-		}
 		return h.err(op, err)
 	}
 	return nil
+}
+
+// silentErr is the host's error if its last call timed out or lost the
+// connection (see host.silent).
+func (h *host) silentErr() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.silent
 }
 
 func (h *host) nodeInfo(ctx context.Context) (*nodeInfo, error) {
@@ -362,14 +394,17 @@ func (d *Driver) host(id string) (*host, error) {
 	return nil, fmt.Errorf("%w: %s", hypervisor.ErrUnknownHost, id)
 }
 
-// eachHost runs fn on every host at once and joins the errors.
+// eachHost runs fn on every host, up to Workers at once, and joins the errors.
 func (d *Driver) eachHost(fn func(i int, h *host) error) error {
 	errs := make([]error, len(d.hosts))
+	sem := make(chan struct{}, d.cfg.Workers)
 	var wg sync.WaitGroup
 	for i, h := range d.hosts {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
+			defer func() { <-sem }()
 			errs[i] = fn(i, h)
 		}()
 	}
@@ -377,12 +412,21 @@ func (d *Driver) eachHost(fn func(i int, h *host) error) error {
 	return errors.Join(errs...)
 }
 
-// Hosts implements hypervisor.Driver.
+// Hosts implements hypervisor.Driver. Every host is asked, each time: its
+// node info is kept from the first answer, so a host whose libvirtd died since
+// would otherwise still be listed as up.
 func (d *Driver) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
 	out := make([]hypervisor.Host, len(d.hosts))
 	err := d.eachHost(func(i int, h *host) error {
 		out[i] = hypervisor.Host{ID: h.cfg.ID, URI: h.cfg.URI}
-		ni, err := h.nodeInfo(ctx)
+		err := h.call(ctx, "probe", func(c *lv.Libvirt) error {
+			_, err := c.ConnectGetLibVersion()
+			return err
+		})
+		var ni *nodeInfo
+		if err == nil {
+			ni, err = h.nodeInfo(ctx)
+		}
 		if err != nil {
 			out[i].Err = err.Error()
 			return err
@@ -464,6 +508,9 @@ func (d *Driver) locate(ctx context.Context, vm string) (hypervisor.Location, []
 	errs := make([]error, len(d.hosts))
 	d.eachHost(func(i int, h *host) error {
 		ids[i], states[i] = h.cfg.ID, hypervisor.StateNotFound
+		if errs[i] = h.silentErr(); errs[i] != nil {
+			return errs[i] // it did not answer last time: no wait on it again
+		}
 		errs[i] = h.call(ctx, "locate", func(c *lv.Libvirt) error {
 			dom, err := c.DomainLookupByName(vm)
 			if lv.IsNotFound(err) {

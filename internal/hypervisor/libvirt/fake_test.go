@@ -26,6 +26,48 @@ type fakeHost struct {
 
 	mu    sync.Mutex
 	flags []uint32 // each stats call's flags
+	down  bool     // refuses connections (its libvirtd died)
+	conns []net.Conn
+	// frozen, while open, holds every request unanswered, as a libvirtd
+	// stopped with SIGSTOP does.
+	frozen chan struct{}
+}
+
+// kill makes the host refuse connections and drops those open, as a libvirtd
+// that died does.
+func (f *fakeHost) kill() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = true
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+// freeze holds every request until thaw, as SIGSTOP and SIGCONT do.
+func (f *fakeHost) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frozen = make(chan struct{})
+}
+
+func (f *fakeHost) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.frozen != nil {
+		close(f.frozen)
+		f.frozen = nil
+	}
+}
+
+func (f *fakeHost) wait() {
+	f.mu.Lock()
+	ch := f.frozen
+	f.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 type fakeDom struct {
@@ -39,10 +81,18 @@ type fakeDom struct {
 func fakeDial(hosts map[string]*fakeHost) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		f := hosts[strings.TrimSuffix(addr, ":16509")]
+		if f != nil {
+			f.mu.Lock()
+			if f.down {
+				f = nil
+			}
+		}
 		if f == nil {
 			return nil, fmt.Errorf("dial %s %s: connection refused", network, addr)
 		}
 		srv, cli := net.Pipe()
+		f.conns = append(f.conns, srv)
+		f.mu.Unlock()
 		go f.serve(srv)
 		return cli, nil
 	}
@@ -59,6 +109,9 @@ const (
 	procConnectListAllDoms   = 273
 	procDomainGetInfo        = 16
 	procDomainIsPersistent   = 151
+	procConnectGetLibVersion = 157
+	procDomainLookupByName   = 23
+	procDomainGetState       = 212
 	remoteProgram            = 0x20008086
 )
 
@@ -84,6 +137,7 @@ func (f *fakeHost) serve(c net.Conn) {
 			return
 		}
 		proc := binary.BigEndian.Uint32(hdr[12:16])
+		f.wait()
 		var out xdrBuf
 		status := uint32(0)
 		switch proc {
@@ -139,6 +193,29 @@ func (f *fakeHost) serve(c net.Conn) {
 			}
 		case procDomainIsPersistent:
 			out.u32(1)
+		case procConnectGetLibVersion:
+			out.u64(9_000_000)
+		case procDomainLookupByName:
+			name := string(body[4 : 4+binary.BigEndian.Uint32(body[0:4])])
+			doms, _ := f.stats()
+			found := false
+			for _, d := range doms {
+				if d.name == name {
+					out.dom(d)
+					found = true
+				}
+			}
+			if !found {
+				status = 1
+				out.u32(uint32(lv.ErrNoDomain))
+				out.u32(0)
+				out.u32(1)
+				out.str("Domain not found: no domain with matching name '" + name + "'")
+				out.u32(2)
+			}
+		case procDomainGetState:
+			out.u32(1) // running
+			out.u32(0)
 		default:
 			status = 1
 			out.u32(uint32(lv.ErrNoSupport))

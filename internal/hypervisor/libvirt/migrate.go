@@ -100,6 +100,10 @@ type migration struct {
 	src, dst *host
 	dom      lv.Domain
 
+	// adopted: another process started it (see Adopt); no migrate call of ours
+	// says when it ends, the job's disappearance does.
+	adopted bool
+
 	mu        sync.Mutex
 	aborted   bool
 	postcopy  bool // switched
@@ -127,6 +131,11 @@ func (d *Driver) Migrate(ctx context.Context, vm, target string, opts model.Stat
 	d.migs[vm] = &migration{} // reserve the VM while we set up
 	d.mu.Unlock()
 	m, err := d.startMigration(ctx, vm, dst, opts)
+	return d.settle(vm, m, err)
+}
+
+// settle replaces vm's reservation in d.migs with m, or drops it on err.
+func (d *Driver) settle(vm string, m *migration, err error) (hypervisor.Migration, error) {
 	d.mu.Lock()
 	if err != nil {
 		delete(d.migs, vm)
@@ -273,8 +282,89 @@ func progressOf(typ int32, params []lv.TypedParam) hypervisor.Progress {
 	return p
 }
 
-// watch polls the job until the migrate call returns, switches to post-copy when
-// asked, then reads the final statistics and checks where the VM ended up.
+// Adopt implements hypervisor.Driver. The job is found on the host where vm is
+// active, other than target, with a migration running out; its progress is
+// polled until the job is gone, then it ends as a migration this driver
+// started does, verified by where the VM is.
+func (d *Driver) Adopt(ctx context.Context, vm, target string) (hypervisor.Migration, error) {
+	dst, err := d.host(target)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errors.New("driver closed")
+	}
+	if m := d.migs[vm]; m != nil {
+		d.mu.Unlock()
+		if m.Tracker != nil && m.dst == dst {
+			return m, nil // ours already
+		}
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrBusy, vm)
+	}
+	d.migs[vm] = &migration{}
+	d.mu.Unlock()
+	m, err := d.adopt(ctx, vm, dst)
+	return d.settle(vm, m, err)
+}
+
+func (d *Driver) adopt(ctx context.Context, vm string, dst *host) (*migration, error) {
+	loc, errs, lerr := d.locate(ctx, vm)
+	for i, h := range d.hosts {
+		if h == dst || errs[i] != nil || !loc.States[h.cfg.ID].Active() {
+			continue
+		}
+		var dom lv.Domain
+		var pr hypervisor.Progress
+		running := false
+		err := h.call(ctx, "job stats", func(c *lv.Libvirt) error {
+			var err error
+			if dom, err = c.DomainLookupByName(vm); err != nil {
+				return err
+			}
+			typ, params, err := c.DomainGetJobStats(dom, 0)
+			if err != nil {
+				return err
+			}
+			pr = progressOf(typ, params)
+			running = pr.Phase == hypervisor.PhaseRunning
+			for _, tp := range params {
+				if tp.Field == lv.DomainJobOperationStr {
+					op, _ := num(tp.Value)
+					running = running && lv.DomainJobOperation(op) == lv.DomainJobOperationStrMigrationOut
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			if lv.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		if !running {
+			continue
+		}
+		m := &migration{d: d, src: h, dst: dst, dom: dom, adopted: true}
+		// Running on the target already: post-copy, which cannot be aborted.
+		m.postcopy = loc.Host == dst.cfg.ID
+		m.Tracker = hypervisor.NewTracker(vm, h.cfg.ID, dst.cfg.ID, model.StateTransferOptions{}, func(ctx context.Context) error {
+			return d.Abort(ctx, vm)
+		})
+		m.Update(pr)
+		go m.watch(nil, plan{})
+		return m, nil
+	}
+	if loc.Host == "" && lerr != nil {
+		return nil, lerr // a silent host may run it, and its job
+	}
+	return nil, fmt.Errorf("%w: %s runs no migration job (states %v)", hypervisor.ErrNoMigration, vm, loc.States)
+}
+
+// watch polls the job until the migrate call returns (for an adopted job: until
+// the job is gone), switches to post-copy when asked, then reads the final
+// statistics and checks where the VM ended up.
 func (m *migration) watch(performed <-chan error, p plan) {
 	d := m.d
 	tick := time.NewTicker(d.cfg.PollInterval)
@@ -282,6 +372,7 @@ func (m *migration) watch(performed <-chan error, p plan) {
 	var perr error
 	var last hypervisor.Progress
 	var prep dataStart
+	var silentSince time.Time // an adopted job's source has not answered since
 poll:
 	for {
 		select {
@@ -299,6 +390,21 @@ poll:
 			pr = progressOf(typ, params)
 			return nil
 		})
+		if m.adopted {
+			switch {
+			case err == nil && pr.Phase != hypervisor.PhaseRunning, lv.IsNotFound(err):
+				cancel()
+				break poll // the job is over (the domain is gone from a source it left)
+			case err != nil && silentSince.IsZero():
+				silentSince = time.Now()
+			case err != nil && time.Since(silentSince) > d.cfg.CallTimeout:
+				cancel()
+				perr = fmt.Errorf("lost the source %s while following the job: %w", m.src.cfg.ID, err)
+				break poll
+			case err == nil:
+				silentSince = time.Time{}
+			}
+		}
 		if err != nil || pr.Phase != hypervisor.PhaseRunning {
 			cancel()
 			continue // not started yet, or just ended: the migrate call will say
@@ -396,9 +502,18 @@ func (m *migration) finish(perr error, last hypervisor.Progress, dataAt time.Dur
 			break
 		}
 	}
+	if m.adopted && perr == nil {
+		perr = m.adoptedOutcome(ctx, res.Progress)
+	}
 	m.mu.Lock()
 	aborted := m.aborted
+	switched := m.postcopy
 	m.mu.Unlock()
+	if perr != nil && !switched {
+		// No switch-over, no downtime: a failed job's stats may carry the
+		// downtime limit, which the VM never paid.
+		res.Downtime = 0
+	}
 
 	var err error
 	switch {
@@ -439,6 +554,31 @@ func (m *migration) finish(perr error, last hypervisor.Progress, dataAt time.Dur
 	}
 	d.mu.Unlock()
 	m.Finish(res, err)
+}
+
+// adoptedOutcome is what the migrate call would have returned for an adopted
+// job that is over: nil if it completed, else why not. The completed job's
+// statistics say it when libvirt kept them; otherwise where the VM is does.
+func (m *migration) adoptedOutcome(ctx context.Context, final hypervisor.Progress) error {
+	switch final.Phase {
+	case hypervisor.PhaseCompleted:
+		return nil
+	case hypervisor.PhaseCancelled:
+		m.mu.Lock()
+		m.aborted = true
+		m.mu.Unlock()
+		return fmt.Errorf("the job was cancelled: %s", final.Err)
+	case hypervisor.PhaseFailed:
+		if final.Err == "" {
+			final.Err = "no reason kept"
+		}
+		return fmt.Errorf("the job failed: %s", final.Err)
+	}
+	loc, err := m.d.Locate(ctx, m.VM())
+	if err == nil && loc.Host == m.dst.cfg.ID {
+		return nil
+	}
+	return fmt.Errorf("the job ended with %s at %q (states %v)", m.VM(), loc.Host, loc.States)
 }
 
 func isCode(err error, code lv.ErrorNumber) bool {

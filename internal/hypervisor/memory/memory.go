@@ -45,6 +45,7 @@ type Driver struct {
 	now         time.Time
 	hosts       []hypervisor.Host
 	unreachable map[string]bool
+	hung        map[string]bool
 	vms         map[string]*vmRec
 	order       []string // VM IDs in insertion order
 	migs        map[string]*mig
@@ -88,6 +89,7 @@ func New(opt Options, hosts ...hypervisor.Host) *Driver {
 		now:         time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
 		hosts:       slices.Clone(hosts),
 		unreachable: map[string]bool{},
+		hung:        map[string]bool{},
 		vms:         map[string]*vmRec{},
 		migs:        map[string]*mig{},
 		failNext:    map[string]error{},
@@ -168,6 +170,42 @@ func (d *Driver) SetUnreachable(host string, down bool) {
 	d.unreachable[host] = down
 }
 
+// SetHung makes host silent: every call that needs it blocks until the caller's
+// context ends, as a host whose daemon is stopped (SIGSTOP) or whose link is
+// down holds a call, and the host is then reported with the context's error.
+func (d *Driver) SetHung(host string, hung bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.hung[host] = hung
+}
+
+// stall waits, outside the lock, until ctx ends if any of hosts (every host when
+// none is named) is hung, and returns the hung ones' errors.
+func (d *Driver) stall(ctx context.Context, op string, hosts ...string) map[string]error {
+	d.mu.Lock()
+	if len(hosts) == 0 {
+		for _, h := range d.hosts {
+			hosts = append(hosts, h.ID)
+		}
+	}
+	var hung []string
+	for _, h := range hosts {
+		if d.hung[h] {
+			hung = append(hung, h)
+		}
+	}
+	d.mu.Unlock()
+	if len(hung) == 0 {
+		return nil
+	}
+	<-ctx.Done()
+	out := map[string]error{}
+	for _, h := range hung {
+		out[h] = &hypervisor.HostError{Host: h, URI: "memory://" + h, Op: op, Err: ctx.Err()}
+	}
+	return out
+}
+
 // FailNext makes vm's next migration fail with err part way through.
 func (d *Driver) FailNext(vm string, err error) {
 	d.mu.Lock()
@@ -192,6 +230,14 @@ func (d *Driver) host(id string) (*hypervisor.Host, error) {
 }
 
 func (d *Driver) reach(id, op string) error {
+	return d.reachOr(nil, id, op)
+}
+
+// reachOr is reach that also fails the hosts in hung (see stall).
+func (d *Driver) reachOr(hung map[string]error, id, op string) error {
+	if err := hung[id]; err != nil {
+		return err
+	}
 	if d.unreachable[id] {
 		return &hypervisor.HostError{Host: id, URI: "memory://" + id, Op: op, Err: hypervisor.ErrUnreachable}
 	}
@@ -200,12 +246,13 @@ func (d *Driver) reach(id, op string) error {
 
 // Hosts implements hypervisor.Driver.
 func (d *Driver) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
+	hung := d.stall(ctx, "hosts")
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := slices.Clone(d.hosts)
 	var errs []error
 	for i := range out {
-		if err := d.reach(out[i].ID, "hosts"); err != nil {
+		if err := d.reachOr(hung, out[i].ID, "hosts"); err != nil {
 			out[i].Err = err.Error()
 			errs = append(errs, err)
 		}
@@ -215,6 +262,7 @@ func (d *Driver) Hosts(ctx context.Context) ([]hypervisor.Host, error) {
 
 // VMs implements hypervisor.Driver.
 func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
+	hung := d.stall(ctx, "list vms")
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []hypervisor.VM
@@ -222,7 +270,7 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 	seen := map[string]bool{}
 	for _, id := range d.order {
 		r := d.vms[id]
-		if err := d.reach(r.vm.Host, "list vms"); err != nil {
+		if err := d.reachOr(hung, r.vm.Host, "list vms"); err != nil {
 			if !seen[r.vm.Host] {
 				errs = append(errs, err)
 				seen[r.vm.Host] = true
@@ -237,6 +285,7 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 // Stats implements hypervisor.Driver. Every sample reports the usage the test set;
 // Interval is the virtual time since the previous Stats call, or 1 s if none passed.
 func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
+	hung := d.stall(ctx, "stats")
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	iv := d.now.Sub(d.lastStats)
@@ -248,7 +297,7 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 	per := map[string]*hypervisor.HostStats{}
 	var errs []error
 	for _, h := range d.hosts {
-		if err := d.reach(h.ID, "stats"); err != nil {
+		if err := d.reachOr(hung, h.ID, "stats"); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -293,8 +342,17 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 
 // Locate implements hypervisor.Driver.
 func (d *Driver) Locate(ctx context.Context, vm string) (hypervisor.Location, error) {
+	hung := d.stall(ctx, "locate")
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(hung) > 0 {
+		// The hung hosts count as unreachable for this call.
+		saved := maps.Clone(d.unreachable)
+		for h := range hung {
+			d.unreachable[h] = true
+		}
+		defer func() { d.unreachable = saved }()
+	}
 	return d.locate(vm)
 }
 
@@ -332,6 +390,13 @@ func (d *Driver) locate(vm string) (hypervisor.Location, error) {
 // Migrate implements hypervisor.Driver.
 func (d *Driver) Migrate(ctx context.Context, vm, target string, opts model.StateTransferOptions) (hypervisor.Migration, error) {
 	d.mu.Lock()
+	src := ""
+	if r, ok := d.vms[vm]; ok {
+		src = r.vm.Host
+	}
+	d.mu.Unlock()
+	hung := d.stall(ctx, "migrate", src, target)
+	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil, errors.New("driver closed")
@@ -343,10 +408,10 @@ func (d *Driver) Migrate(ctx context.Context, vm, target string, opts model.Stat
 	if _, err := d.host(target); err != nil {
 		return nil, err
 	}
-	if err := d.reach(r.vm.Host, "migrate"); err != nil {
+	if err := d.reachOr(hung, r.vm.Host, "migrate"); err != nil {
 		return nil, err
 	}
-	if err := d.reach(target, "migrate"); err != nil {
+	if err := d.reachOr(hung, target, "migrate"); err != nil {
 		return nil, err
 	}
 	if r.vm.Host == target {
@@ -396,6 +461,24 @@ func (d *Driver) progress(vm string, m *mig, ph hypervisor.Phase) hypervisor.Pro
 		Iteration:     m.iter,
 		Throttle:      int(m.throttle * 100),
 	}
+}
+
+// Adopt implements hypervisor.Driver: a migration this driver runs is followed
+// by the same tracker, as a new controller process finds libvirt's job.
+func (d *Driver) Adopt(ctx context.Context, vm, target string) (hypervisor.Migration, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.migs[vm]
+	if m == nil {
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrNoMigration, vm)
+	}
+	if err := d.reach(m.src, "adopt"); err != nil {
+		return nil, err
+	}
+	if m.dst != target {
+		return nil, fmt.Errorf("%w: %s migrates to %s, not %s", hypervisor.ErrNoMigration, vm, m.dst, target)
+	}
+	return m.t, nil
 }
 
 // Abort implements hypervisor.Driver.
