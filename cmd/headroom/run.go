@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -76,6 +80,9 @@ failure goes to the event log ('headroom events').`,
 				return err
 			}
 			defer closeAll()
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(os.Stderr, "headroom: WARNING:", w)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv, err := serveAPI(c, log, cfg, nil, os.Stderr) // serve.go: API, dashboard, /metrics
@@ -112,24 +119,9 @@ func newDrainCmd() *cobra.Command {
 				return err
 			}
 			defer closeAll()
-			ctx := cmd.Context()
-			for round := 1; ; round++ {
-				plan, err := c.Drain(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				for _, m := range plan.Moves {
-					fmt.Fprintf(cmd.OutOrStdout(), "round %d: %s -> %s\n", round, m.VMInstanceID, m.TargetHostID)
-				}
-				for _, u := range plan.Unplaced {
-					fmt.Fprintf(cmd.OutOrStdout(), "round %d: a VM stays: %s\n", round, u.Reason)
-				}
-				c.Wait()
-				// Only auto mode moves anything, so only it needs another round.
-				if len(plan.Moves) == 0 || c.Mode() != controller.Auto {
-					return nil
-				}
-			}
+			// Rounds until the host is empty or nothing more can move; the
+			// error names every VM left (controller/drain.go).
+			return c.DrainHost(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "controller configuration (YAML)")
@@ -139,23 +131,64 @@ func newDrainCmd() *cobra.Command {
 }
 
 func newEventsCmd() *cobra.Command {
-	var path, vm, kind string
+	var path, vm, kind, cfgPath, api, token string
 	var asJSON bool
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Read the controller's event log",
-		Args:  cobra.NoArgs,
+		Long: `events prints the event log. A running controller holds its log file (bbolt lets one
+process open it), so then events reads the log through that controller's API instead:
+--api, else the listen address of --config, else http://127.0.0.1:9470, with the bearer
+token of --token or HEADROOM_TOKEN.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := store.Filter{VM: vm, Kind: kind, Limit: limit}
+			if token == "" {
+				token = os.Getenv("HEADROOM_TOKEN")
+			}
+			if cfgPath != "" {
+				cfg, err := controller.Load(cfgPath)
+				if err != nil {
+					return fmt.Errorf("--config: %w", err)
+				}
+				if !cmd.Flags().Changed("log") {
+					path = cfg.EventLog
+				}
+				if api == "" {
+					api = listenURL(cfg.Listen)
+				}
+			}
+			if cmd.Flags().Changed("api") {
+				es, err := eventsFromAPI(cmd.Context(), api, token, f)
+				if err != nil {
+					return fmt.Errorf("--api: %w", err)
+				}
+				return printEvents(cmd.OutOrStdout(), es, asJSON)
+			}
 			if _, err := os.Stat(path); err != nil {
 				return fmt.Errorf("--log: %w", err)
 			}
 			log, err := store.Open(path)
+			if errors.Is(err, store.ErrLocked) {
+				if api == "" {
+					api = "http://127.0.0.1:9470"
+				}
+				es, aerr := eventsFromAPI(cmd.Context(), api, token, f)
+				if aerr != nil {
+					return fmt.Errorf("%w; a running controller holds it, so read it through its API:\n"+
+						"  headroom events --api http://<its listen address> --token <token>   (or HEADROOM_TOKEN=<token>)\n"+
+						"  headroom events --config <its config> --token <token>\n"+
+						"  curl -H 'Authorization: Bearer <token>' 'http://<its listen address>/api/events?limit=50'\n"+
+						"tried %s: %v", err, api, aerr)
+				}
+				return printEvents(cmd.OutOrStdout(), es, asJSON)
+			}
 			if err != nil {
 				return err
 			}
 			defer log.Close()
-			es, err := log.List(store.Filter{VM: vm, Kind: kind, Limit: limit})
+			es, err := log.List(f)
 			if err != nil {
 				return err
 			}
@@ -163,11 +196,63 @@ func newEventsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&path, "log", "headroom-events.db", "event log file")
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the controller's configuration: its event log and listen address")
+	cmd.Flags().StringVar(&api, "api", "", "read through this controller API (http://host:port) instead of the file")
+	cmd.Flags().StringVar(&token, "token", "", "bearer token for the API (default $HEADROOM_TOKEN)")
 	cmd.Flags().StringVar(&vm, "vm", "", "only this VM's events")
 	cmd.Flags().StringVar(&kind, "kind", "", "only events of this kind")
 	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// listenURL is the URL a local client reaches a listen address at.
+func listenURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// eventsFromAPI reads the event log through a controller's GET /api/events.
+func eventsFromAPI(ctx context.Context, api, token string, f store.Filter) ([]store.Event, error) {
+	q := url.Values{}
+	if f.VM != "" {
+		q.Set("vm", f.VM)
+	}
+	if f.Kind != "" {
+		q.Set("kind", f.Kind)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(api, "/")+"/api/events?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var es []store.Event
+	if err := json.NewDecoder(resp.Body).Decode(&es); err != nil {
+		return nil, fmt.Errorf("reading the events: %w", err)
+	}
+	return es, nil
 }
 
 func printEvents(w io.Writer, es []store.Event, asJSON bool) error {

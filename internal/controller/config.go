@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net"
 	"os"
+	"reflect"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/rules"
 )
 
 // Mode says what the controller does with a plan.
@@ -40,6 +44,22 @@ type Config struct {
 	Rules  []model.Rule `yaml:"rules"`
 	// MigrationTimeout aborts a migration that runs longer.
 	MigrationTimeout time.Duration `yaml:"migration_timeout"`
+	// StallTimeout aborts a migration that moved no data for this long
+	// (default 1m): a link cut or starved mid-move.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// CollectTimeout bounds each cycle's reads of the hosts (default: the
+	// interval, within 5s to 10s). A host that has not answered by then is left
+	// out of the cycle and logged; the others are served.
+	CollectTimeout time.Duration `yaml:"collect_timeout"`
+	// FailureBackoff is how long a VM whose move failed twice in a row waits
+	// before the next try (default: the interval); each further failure doubles
+	// it, up to 32 times. A first failure is retried at the next cycle.
+	FailureBackoff time.Duration `yaml:"failure_backoff"`
+	// HostCooldown sets aside, as a target, a host a migration to which failed
+	// with a connection error (default: two intervals), doubled for each such
+	// failure in a row, up to 32 times. A host that does not answer is set
+	// aside until it answers again, whatever this says.
+	HostCooldown time.Duration `yaml:"host_cooldown"`
 	// MaxDowntime is the downtime limit given to every migration.
 	MaxDowntime time.Duration `yaml:"max_downtime"`
 	// MaxBandwidthMiBps caps every migration's bandwidth (0: no cap), so that
@@ -102,6 +122,18 @@ func (c *Config) Defaults() {
 	if c.MigrationTimeout == 0 {
 		c.MigrationTimeout = 10 * time.Minute
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = time.Minute
+	}
+	if c.CollectTimeout == 0 {
+		c.CollectTimeout = min(max(c.Interval, 5*time.Second), 10*time.Second)
+	}
+	if c.FailureBackoff == 0 {
+		c.FailureBackoff = c.Interval
+	}
+	if c.HostCooldown == 0 {
+		c.HostCooldown = 2 * c.Interval
+	}
 	if c.MaxDowntime == 0 {
 		c.MaxDowntime = 300 * time.Millisecond
 	}
@@ -132,6 +164,15 @@ func (c *Config) Validate() error {
 	case c.ForecastDay < 0:
 		return fmt.Errorf("forecast_day: %v must be positive", c.ForecastDay)
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"migration_timeout", c.MigrationTimeout}, {"max_downtime", c.MaxDowntime}, {"stall_timeout", c.StallTimeout},
+		{"collect_timeout", c.CollectTimeout}, {"failure_backoff", c.FailureBackoff}, {"host_cooldown", c.HostCooldown}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s: %v must be positive", d.name, d.v)
+		}
+	}
 	if err := c.API.validate(); err != nil {
 		return err
 	}
@@ -154,7 +195,37 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("hosts[%d]: capacity and cores must not be negative", i)
 		}
 	}
-	return nil
+	ids := make([]string, 0, len(c.Hosts))
+	for _, h := range c.Hosts {
+		ids = append(ids, h.ID)
+	}
+	// The checks simulate applies to a rules file; VMs are checked against the
+	// cluster at start (a rule may name a VM that is not running yet).
+	return rules.Check(c.Rules, ids)
+}
+
+// Warnings are what the configuration allows but an operator should hear about
+// at start.
+func (c *Config) Warnings() []string {
+	var out []string
+	if !loopback(c.Listen) && c.API.TokensFile == "" {
+		out = append(out, fmt.Sprintf("listen: %s is not a loopback address and api.tokens_file is empty: "+
+			"anyone who can reach it can read the event log and approve migrations", c.Listen))
+	}
+	return out
+}
+
+// loopback reports whether a listen address binds only the loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // Load reads a YAML config file, fills defaults and validates it.
@@ -170,6 +241,13 @@ func Load(path string) (Config, error) {
 // with name.
 func Parse(b []byte, name string) (Config, error) {
 	var c Config
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := checkDurations(&doc, reflect.TypeOf(c), ""); err != nil {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
@@ -180,4 +258,79 @@ func Parse(b []byte, name string) (Config, error) {
 		return c, fmt.Errorf("%s: %w", name, err)
 	}
 	return c, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkDurations walks a YAML document alongside the Go type it decodes into
+// and names the duration fields that yaml.v3 would refuse without saying which
+// (a bare number, which has no unit), or would take as "use the default" (an
+// explicit zero at the top level, where every duration has a non-zero default).
+func checkDurations(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			if err := checkDurations(c, t, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			return nil
+		}
+		if n.Tag == "!!int" || n.Tag == "!!float" {
+			return fmt.Errorf("%s: %s has no unit; write %ss, %sm or %sh", path, n.Value, n.Value, n.Value, n.Value)
+		}
+		if d, err := time.ParseDuration(n.Value); err == nil && d == 0 && !strings.Contains(path, ".") && !strings.Contains(path, "[") {
+			return fmt.Errorf("%s: %s must be positive (leave it out for the default)", path, n.Value)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			if err := checkDurations(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		var collect func(t reflect.Type)
+		collect = func(t reflect.Type) {
+			for i := range t.NumField() {
+				f := t.Field(i)
+				tag := f.Tag.Get("yaml")
+				key, opts, _ := strings.Cut(tag, ",")
+				if strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct {
+					collect(f.Type)
+					continue
+				}
+				if key == "-" || !f.IsExported() {
+					continue
+				}
+				if key == "" {
+					key = strings.ToLower(f.Name)
+				}
+				fields[key] = f.Type
+			}
+		}
+		collect(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			ft, ok := fields[k]
+			if !ok {
+				continue // the decoder names unknown fields
+			}
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			if err := checkDurations(n.Content[i+1], ft, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -65,3 +65,43 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// Defect 8: what the config must refuse, each error naming the field.
+func TestConfigRefusesWhatItShould(t *testing.T) {
+	const hosts = "hosts: [{id: a, uri: x}, {id: b, uri: y}]\n"
+	for in, want := range map[string]string{
+		"interval: 0s\n" + hosts:           "interval: 0s must be positive",
+		"interval: 0\n" + hosts:            "interval: 0 has no unit",
+		"interval: 3\n" + hosts:            "interval: 3 has no unit",
+		"migration_timeout: -1s\n" + hosts: "migration_timeout: -1s",
+		"max_downtime: -5ms\n" + hosts:     "max_downtime: -5ms",
+		hosts + "rules: [{name: r, kind: anti-affinty, must: true, vms: [x, y]}]\n":                   `rules[0] (r): kind "anti-affinty" is not one of`,
+		hosts + "rules: [{name: r, kind: anti-affinity, must: true, vms: [x]}]\n":                     "rules[0] (r): kind anti-affinity needs at least 2 vms",
+		hosts + "rules: [{name: r, kind: host-affinity, must: true, vms: [x], hosts: [zz]}]\n":        `rules[0] (r): host "zz" is not configured`,
+		hosts + "rules: [{name: r, kind: host-anti-affinity, must: true, vms: [x], hosts: [a, q]}]\n": `rules[0] (r): host "q" is not configured`,
+	} {
+		if _, err := Parse([]byte(in), "c.yaml"); err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "c.yaml: ") {
+			t.Errorf("config %q: %v, want an error naming c.yaml and %q", in, err, want)
+		}
+	}
+}
+
+// Defect 8, last bullet: an API listening beyond loopback without tokens is
+// warned about at start.
+func TestListenWarning(t *testing.T) {
+	for listen, warn := range map[string]bool{
+		"127.0.0.1:9470": false, "localhost:9470": false, "[::1]:9470": false,
+		"0.0.0.0:9470": true, ":9470": true, "10.0.0.5:9470": true,
+	} {
+		c := Config{Listen: listen, Hosts: []HostConfig{{ID: "a", URI: "x"}}}
+		c.Defaults()
+		ws := c.Warnings()
+		if got := len(ws) == 1 && strings.Contains(ws[0], listen) && strings.Contains(ws[0], "api.tokens_file"); got != warn {
+			t.Errorf("listen %s: warnings %q, want a warning: %v", listen, ws, warn)
+		}
+		c.API.TokensFile = "/etc/headroom/tokens"
+		if ws := c.Warnings(); len(ws) != 0 {
+			t.Errorf("listen %s with tokens: %q", listen, ws)
+		}
+	}
+}

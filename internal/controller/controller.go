@@ -6,12 +6,10 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +44,15 @@ type Controller struct {
 	lastMove map[string]time.Time
 	// lastCPU is each VM's CPU demand at its last sample with a rate.
 	lastCPU map[string]float64
-	wg      sync.WaitGroup
+	// hosts is each host's health as a migration target, failures each VM's
+	// run of failed moves (collect.go); unsettled the open migration records
+	// whose outcome the hosts cannot tell yet (migration.go).
+	hosts     map[string]*hostHealth
+	failures  map[string]*vmFailures
+	unsettled map[string]store.Event
+	// rulesChecked: the rules were checked against the running VMs once.
+	rulesChecked bool
+	wg           sync.WaitGroup
 }
 
 // New builds a controller. The policy comes from cfg.Policy.
@@ -74,7 +80,8 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now,
 		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
-		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastCPU: map[string]float64{}}, nil
+		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastCPU: map[string]float64{},
+		hosts: map[string]*hostHealth{}, failures: map[string]*vmFailures{}, unsettled: map[string]store.Event{}}, nil
 }
 
 func (c *Controller) record(e store.Event) {
@@ -89,24 +96,6 @@ func (c *Controller) record(e store.Event) {
 		// The log is how operators learn what happened; losing it is worth a loud line.
 		fmt.Printf("headroom: event log: %v\n", err)
 	}
-}
-
-// hostErrors logs every per-host failure inside err and reports whether any other
-// error remains.
-func (c *Controller) hostErrors(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var rest []error
-	for _, e := range unjoin(err) {
-		var he *hypervisor.HostError
-		if errors.As(e, &he) {
-			c.record(store.Event{Kind: store.Failure, Host: he.Host, Error: he.Error(), Message: op})
-			continue
-		}
-		rest = append(rest, e)
-	}
-	return errors.Join(rest...)
 }
 
 func unjoin(err error) []error {
@@ -133,35 +122,26 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	// the listing runs would otherwise leave its VM on the source in the snapshot
 	// yet free to move, and the plan would be made for a placement that is gone.
 	inflight := c.inflightNow()
-	hosts, err := c.drv.Hosts(ctx)
-	if err := c.hostErrors("list hosts", err); err != nil {
+	// Hosts, VMs and stats at once, within the collection deadline; a host
+	// that fails any of them is left out (collect.go).
+	r, err := c.read(ctx)
+	if err != nil {
 		return cy, err
 	}
-	var up []hypervisor.Host
-	for _, h := range hosts {
-		if h.Err != "" {
-			c.record(store.Event{Kind: store.Failure, Host: h.ID, Error: h.Err, Message: "host unreachable; left out of this cycle"})
-			continue
-		}
-		up = append(up, h)
-	}
-	vms, err := c.drv.VMs(ctx)
-	if err := c.hostErrors("list VMs", err); err != nil {
-		return cy, err
-	}
-	stats, err := c.drv.Stats(ctx)
-	if err := c.hostErrors("read stats", err); err != nil {
-		return cy, err
-	}
+	up, vms, stats := r.up, r.vms, r.stats
+	c.checkRules(r)
+	c.settleUnsettled(ctx)
 	up, vms = c.fromSource(ctx, up, vms) // warm start and holds (warmstart.go)
 	now := c.now()
 	snap := hypervisor.Snapshot(now.Sub(c.start).Seconds(), up, vms, stats)
 	snap.Interval = c.cfg.Interval.Seconds()
-	snap.Rules = c.cfg.Rules
 	cy.Snapshot = &snap
 	c.carryDemand(&snap)
 	c.decorate(&snap, inflight)
 	c.estimateMoves(&snap)
+	// The configured rules, and the controller's guards: no move onto a host
+	// set aside, none of a VM backing off or whose last move is unsettled.
+	snap.Rules = append(slices.Clip(c.cfg.Rules), c.guards(&snap)...)
 
 	var forecasts []model.ResourceForecast
 	if fp, ok := c.pol.(core.Forecasting); ok {
@@ -336,7 +316,7 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 		m.StateTransferOptions = c.options(snap, *m)
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
 		r := m.Reason
-		c.record(store.Event{Kind: store.Decision, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions})
+		c.record(store.Event{Kind: store.Decision, State: store.StatePlanned, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions})
 		switch c.cfg.Mode {
 		case DryRun:
 			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "dry-run: would migrate"})
@@ -396,6 +376,9 @@ func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue [
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
 		c.mu.Lock()
 		_, busy := c.inflight[m.VMInstanceID]
+		_, unsettled := c.unsettled[m.VMInstanceID]
+		fails := c.failures[m.VMInstanceID]
+		backoff := fails != nil && c.now().Before(fails.until)
 		perHost := map[string]int{}
 		seen := map[string]hypervisor.Migration{}
 		maps.Copy(seen, planned)
@@ -410,70 +393,22 @@ func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue [
 		case busy:
 			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "already migrating"})
 			continue
+		case unsettled:
+			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "its last migration is not settled"})
+			continue
+		case backoff:
+			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID,
+				Message: fmt.Sprintf("backing off after %d failed moves until %s", fails.n, fails.until.Format(time.TimeOnly))})
+			continue
 		case full:
 			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "concurrency limit reached; decided again next cycle"})
 			continue
 		}
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MigrationTimeout)
-		mig, err := c.drv.Migrate(mctx, m.VMInstanceID, m.TargetHostID, m.StateTransferOptions)
-		if err != nil {
-			cancel()
-			c.record(store.Event{Kind: store.Failure, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Error: err.Error(), Message: "migration refused"})
-			continue
+		if c.begin(ctx, m, src) { // migration.go
+			started = append(started, m.VMInstanceID)
 		}
-		opts := m.StateTransferOptions
-		c.record(store.Event{Kind: store.MigrationStart, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Options: &opts})
-		c.mu.Lock()
-		c.inflight[m.VMInstanceID] = mig
-		c.mu.Unlock()
-		started = append(started, m.VMInstanceID)
-		c.wg.Add(1)
-		go c.watch(mctx, cancel, mig)
 	}
 	return started
-}
-
-// watch waits for a migration, aborting it past the timeout, and logs the outcome.
-func (c *Controller) watch(ctx context.Context, cancel context.CancelFunc, mig hypervisor.Migration) {
-	defer c.wg.Done()
-	defer cancel()
-	res, err := mig.Wait(ctx)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if aerr := mig.Abort(actx); aerr != nil && !errors.Is(aerr, hypervisor.ErrNoMigration) {
-			c.record(store.Event{Kind: store.Failure, VM: mig.VM(), Error: aerr.Error(), Message: "abort after timeout failed"})
-		}
-		acancel()
-	}
-	secs := res.Elapsed.Seconds() // the hypervisor's job clock
-	if secs == 0 {
-		secs = res.Wall.Seconds()
-	}
-	e := store.Event{Kind: store.MigrationEnd, VM: mig.VM(), Source: mig.Source(), Target: mig.Target(),
-		State: string(res.Phase), Seconds: secs, DowntimeMs: float64(res.Downtime) / float64(time.Millisecond),
-		DataMiB: float64(res.DataProcessed) / (1 << 20)}
-	if o := mig.Options(); o.PredictedSeconds > 0 || o.PredictedDowntime > 0 {
-		e.Options = &o
-	}
-	if err == nil && len(res.Where.Unreachable) > 0 {
-		e.Message = "verified on the source and target; not asked: " + strings.Join(res.Where.Unreachable, ", ")
-	}
-	if err != nil {
-		e.Error = err.Error()
-		if e.State == "" || e.State == string(hypervisor.PhaseCompleted) {
-			e.State = string(hypervisor.PhaseFailed)
-		}
-	}
-	if err == nil {
-		c.links.Learn(transfer.Pair{Source: mig.Source(), Target: mig.Target()}, mig.Options(), transfer.MeasuredFrom(res))
-	}
-	c.record(e)
-	c.mu.Lock()
-	delete(c.inflight, mig.VM())
-	if err == nil {
-		c.lastMove[mig.VM()] = c.now()
-	}
-	c.mu.Unlock()
 }
 
 // Wait blocks until every migration this controller started has ended.
@@ -513,34 +448,7 @@ func (c *Controller) ApproveVM(vm string) error {
 		return fmt.Errorf("no move of %s is awaiting approval", vm)
 	}
 	c.approved[vm] = true
-	c.record(store.Event{Kind: store.Approved, VM: vm, Target: m.TargetHostID})
-	return nil
-}
-
-// Reconcile settles the migrations the event log says were in flight when a previous
-// controller stopped, by asking the hosts where each VM runs now.
-func (c *Controller) Reconcile(ctx context.Context) error {
-	open, err := c.log.InFlight()
-	if err != nil {
-		return err
-	}
-	for _, e := range open {
-		loc, err := c.drv.Locate(ctx, e.VM)
-		ev := store.Event{Kind: store.Reconciled, VM: e.VM, Source: e.Source, Target: e.Target}
-		switch {
-		case err != nil:
-			ev.State, ev.Error = "unknown", err.Error()
-		case loc.Host == e.Target:
-			ev.State, ev.Message = string(hypervisor.PhaseCompleted), "found running on the target after a restart"
-		case loc.Host == e.Source:
-			ev.State, ev.Message = string(hypervisor.PhaseFailed), "still on the source after a restart"
-		case loc.Host == "":
-			ev.State, ev.Message = "vanished", "runs on no host"
-		default:
-			ev.State, ev.Message = "elsewhere", "runs on "+loc.Host
-		}
-		c.record(ev)
-	}
+	c.record(store.Event{Kind: store.Approved, State: store.StateApproved, VM: vm, Target: m.TargetHostID})
 	return nil
 }
 
@@ -571,53 +479,6 @@ func (c *Controller) Run(ctx context.Context, onCycle func(Cycle, error)) error 
 		case <-t.C:
 		}
 	}
-}
-
-// Drain plans the evacuation of host and carries it out by mode. The moves obey the
-// same rules as any other; VMs with nowhere to go are logged and stay.
-func (c *Controller) Drain(ctx context.Context, host string) (core.Plan, error) {
-	h, ok := c.pol.(*core.Headroom)
-	if !ok {
-		return core.Plan{}, fmt.Errorf("drain needs the headroom policy, not %s", c.pol.Name())
-	}
-	inflight := c.inflightNow()
-	hosts, err := c.drv.Hosts(ctx)
-	if err := c.hostErrors("list hosts", err); err != nil {
-		return core.Plan{}, err
-	}
-	var up []hypervisor.Host
-	for _, x := range hosts {
-		if x.Err == "" {
-			up = append(up, x)
-		}
-	}
-	vms, err := c.drv.VMs(ctx)
-	if err := c.hostErrors("list VMs", err); err != nil {
-		return core.Plan{}, err
-	}
-	stats, err := c.drv.Stats(ctx)
-	if err := c.hostErrors("read stats", err); err != nil {
-		return core.Plan{}, err
-	}
-	snap := hypervisor.Snapshot(c.now().Sub(c.start).Seconds(), up, vms, stats)
-	snap.Interval = c.cfg.Interval.Seconds()
-	snap.Rules = c.cfg.Rules
-	c.carryDemand(&snap)
-	c.decorate(&snap, inflight)
-	c.estimateMoves(&snap)
-	hi := -1
-	for i := range snap.Hosts {
-		if snap.Hosts[i].ID == host {
-			hi = i
-		}
-	}
-	if hi < 0 {
-		return core.Plan{}, fmt.Errorf("drain: host %q is not configured or not reachable", host)
-	}
-	c.record(store.Event{Kind: store.Drain, Host: host, Message: fmt.Sprintf("draining %d VMs", len(snap.Hosts[hi].VMs))})
-	ex := h.Evacuate(core.Input{Snapshot: &snap, InFlight: requests(inflight)}, hi)
-	c.act(ctx, &snap, ex.Plan, inflight)
-	return ex.Plan, nil
 }
 
 // Mode is the controller's mode.

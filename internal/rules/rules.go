@@ -37,12 +37,56 @@ func Parse(b []byte, name string) ([]model.Rule, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	for i, r := range f.Rules {
-		if err := validate(r); err != nil {
-			return nil, fmt.Errorf("%s: rules[%d] (%s): %w", name, i, r.Name, err)
-		}
+	if err := Check(f.Rules, nil); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return f.Rules, nil
+}
+
+// Check validates rules as Parse does and, when hosts is not nil, that every
+// host a rule names is one of them. The error names the first bad rule.
+func Check(rs []model.Rule, hosts []string) error {
+	for i, r := range rs {
+		if err := validate(r); err != nil {
+			return fmt.Errorf("rules[%d] (%s): %w", i, r.Name, err)
+		}
+		if hosts == nil {
+			continue
+		}
+		for _, h := range r.Hosts {
+			if !slices.Contains(hosts, h) {
+				return fmt.Errorf("rules[%d] (%s): host %q is not configured (hosts: %s)", i, r.Name, h, strings.Join(hosts, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+// Absent says, for each rule that names VMs not in vms, which: a rule about a
+// VM that does not run yet binds when it appears, which an operator should
+// know, since a misspelt name never will.
+func Absent(rs []model.Rule, vms []string) []string {
+	have := make(map[string]bool, len(vms))
+	for _, v := range vms {
+		have[v] = true
+	}
+	var out []string
+	for _, r := range rs {
+		var missing []string
+		for _, v := range r.VMs {
+			if !have[v] {
+				missing = append(missing, v)
+			}
+		}
+		if len(missing) > 0 {
+			must := "should"
+			if r.Must {
+				must = "must"
+			}
+			out = append(out, fmt.Sprintf("%s rule %s names %s, which no host runs; it binds when they appear", must, r.Name, strings.Join(missing, ", ")))
+		}
+	}
+	return out
 }
 
 func validate(r model.Rule) error {

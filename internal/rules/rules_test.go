@@ -116,3 +116,23 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckAndAbsent(t *testing.T) {
+	rs := []model.Rule{
+		{Name: "apart", Kind: model.AntiAffinity, Must: true, VMs: []string{"db-1", "db-2"}},
+		{Name: "pin", Kind: model.HostAffinity, Must: true, VMs: []string{"db-1"}, Hosts: []string{"h1"}},
+	}
+	if err := Check(rs, []string{"h1", "h2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(rs, []string{"h2"}); err == nil || !strings.Contains(err.Error(), `rules[1] (pin): host "h1" is not configured`) {
+		t.Errorf("unknown host: %v", err)
+	}
+	if err := Check(rs, nil); err != nil {
+		t.Errorf("no hosts to check against: %v", err)
+	}
+	got := Absent(rs, []string{"db-1", "web"})
+	if len(got) != 1 || !strings.Contains(got[0], "apart") || !strings.Contains(got[0], "db-2") {
+		t.Errorf("absent %q: want rule apart naming db-2", got)
+	}
+}

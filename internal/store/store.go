@@ -27,7 +27,43 @@ const (
 	Failure        = "failure" // a host, VM or libvirt error
 	Reconciled     = "reconciled"
 	Drain          = "drain"
+	// HostState: a host set aside as a migration target, or back in use.
+	HostState = "host-state"
+	// Warning: something in the configuration or the cluster an operator
+	// should know, that stops nothing.
+	Warning = "warning"
 )
+
+// Kinds lists the kinds of events this package defines.
+var Kinds = []string{Decision, NoSuitableHost, Skipped, Approved, MigrationStart, MigrationEnd,
+	Failure, Reconciled, Drain, HostState, Warning}
+
+// States of a migration, in the order the controller records them (Event.State
+// of a decision, approval, start, end or reconciliation). Each is written
+// before the step it names is taken, so a restart knows how far a move got.
+const (
+	StatePlanned   = "planned"   // decision: the core asked for the move
+	StateApproved  = "approved"  // approval (approve mode)
+	StateStarted   = "started"   // migration-start, written before the hypervisor is asked
+	StateVerifying = "verifying" // the job ended; where the VM runs is being checked
+	// Final states, on migration-end or reconciled.
+	StateCompleted = "completed" // the VM runs on the target only
+	StateFailed    = "failed"    // the VM stayed on its source
+	StateAborted   = "aborted"   // cancelled (timeout, stall, operator); on the source
+	// StateNeedsAttention: the job is over but where the VM runs is not
+	// known (a host does not answer); the record stays open, the VM is not
+	// moved, and the controller keeps asking until it can close it.
+	StateNeedsAttention = "needs-attention"
+	// StateAdopted: reconciled after a restart while libvirt still ran the
+	// job; a migration-end follows when it ends.
+	StateAdopted = "adopted"
+)
+
+// Settled reports whether an end or reconciliation in state closes its
+// migration's record: every state but adopted and needs-attention.
+func Settled(state string) bool {
+	return state != StateAdopted && state != StateNeedsAttention
+}
 
 // Event is one entry. Unused fields stay empty.
 type Event struct {
@@ -58,12 +94,16 @@ var (
 // Log is an open event log. Safe for concurrent use.
 type Log struct{ db *bolt.DB }
 
+// ErrLocked: another process (a running controller) holds the log; bbolt lets
+// one process open a file at a time.
+var ErrLocked = errors.New("in use by another process")
+
 // Open opens or creates the log at path.
 func Open(path string) (*Log, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("event log %s: in use by another process", path)
+			return nil, fmt.Errorf("event log %s: %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("event log %s: %w", path, err)
 	}
@@ -160,8 +200,9 @@ func (l *Log) List(f Filter) ([]Event, error) {
 	return out, err
 }
 
-// InFlight returns the migration-start events with no later end or reconciliation for
-// the same VM: what a restarted controller must reconcile.
+// InFlight returns the migration-start events with no later end or reconciliation
+// that settles them (see Settled) for the same VM: what a restarted controller
+// must adopt or close.
 func (l *Log) InFlight() ([]Event, error) {
 	all, err := l.List(Filter{})
 	if err != nil {
@@ -173,7 +214,9 @@ func (l *Log) InFlight() ([]Event, error) {
 		case MigrationStart:
 			open[e.VM] = e
 		case MigrationEnd, Reconciled:
-			delete(open, e.VM)
+			if Settled(e.State) {
+				delete(open, e.VM)
+			}
 		}
 	}
 	var out []Event

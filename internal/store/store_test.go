@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -85,5 +86,40 @@ func TestOpenTwiceSaysInUse(t *testing.T) {
 	defer l.Close()
 	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second open: %v, want an in-use error", err)
+	}
+}
+
+// An adopted migration and one whose outcome is not settled stay open: a
+// restart must follow or settle them; every other end closes its record.
+func TestInFlightKeepsUnsettledMigrationsOpen(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "e.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, e := range []Event{
+		{Kind: MigrationStart, VM: "a", State: StateStarted},
+		{Kind: Reconciled, VM: "a", State: StateAdopted},
+		{Kind: MigrationStart, VM: "b", State: StateStarted},
+		{Kind: MigrationEnd, VM: "b", State: StateNeedsAttention},
+		{Kind: MigrationStart, VM: "c", State: StateStarted},
+		{Kind: MigrationEnd, VM: "c", State: StateAborted},
+		{Kind: MigrationStart, VM: "d", State: StateStarted},
+		{Kind: Reconciled, VM: "d", State: StateCompleted},
+	} {
+		if _, err := l.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fl, _ := l.InFlight()
+	var open []string
+	for _, e := range fl {
+		open = append(open, e.VM)
+	}
+	if strings.Join(open, ",") != "a,b" {
+		t.Errorf("open %v, want a (adopted) and b (needs attention)", open)
+	}
+	if _, err := Open(l.db.Path()); !errors.Is(err, ErrLocked) {
+		t.Errorf("a second open of a held log: %v, want ErrLocked", err)
 	}
 }

@@ -1,0 +1,263 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/store"
+)
+
+// reading is one cycle's view of the cluster: the hosts that answered every read
+// within the collection deadline, with their VMs and stats. A host missing from
+// any read is left out of all of them: listed but silent, it would look empty
+// and draw moves it cannot take.
+type reading struct {
+	up    []hypervisor.Host
+	vms   []hypervisor.VM
+	stats hypervisor.Stats
+	down  map[string]error // the hosts left out, and why
+}
+
+// read lists the hosts and VMs and samples their stats, the three calls at once
+// under one deadline (CollectTimeout), so a silent host costs the deadline once
+// per cycle, not once per call. Hosts that failed are logged, one event each,
+// and left out; an error that names no host ends the cycle.
+func (c *Controller) read(ctx context.Context) (reading, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.CollectTimeout)
+	defer cancel()
+	var (
+		wg               sync.WaitGroup
+		hosts            []hypervisor.Host
+		vms              []hypervisor.VM
+		stats            hypervisor.Stats
+		herr, verr, serr error
+		t0               = time.Now()
+	)
+	wg.Add(3)
+	go func() { defer wg.Done(); hosts, herr = c.drv.Hosts(rctx) }()
+	go func() { defer wg.Done(); vms, verr = c.drv.VMs(rctx) }()
+	go func() { defer wg.Done(); stats, serr = c.drv.Stats(rctx) }()
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return reading{}, err // the caller gave up: no host is to blame
+	}
+
+	r := reading{down: map[string]error{}}
+	var rest []error
+	for _, err := range []error{herr, verr, serr} {
+		for _, e := range unjoin(err) {
+			var he *hypervisor.HostError
+			switch {
+			case e == nil:
+			case errors.As(e, &he):
+				if r.down[he.Host] == nil {
+					r.down[he.Host] = he
+				}
+			default:
+				rest = append(rest, e)
+			}
+		}
+	}
+	if err := errors.Join(rest...); err != nil {
+		return r, err
+	}
+	for _, h := range hosts {
+		if h.Err != "" && r.down[h.ID] == nil {
+			r.down[h.ID] = errors.New(h.Err)
+		}
+	}
+	for _, h := range hosts {
+		if r.down[h.ID] == nil {
+			r.up = append(r.up, h)
+		}
+	}
+	for _, v := range vms {
+		if r.down[v.Host] == nil {
+			r.vms = append(r.vms, v)
+		}
+	}
+	r.stats = hypervisor.Stats{Time: stats.Time}
+	for _, hs := range stats.Hosts {
+		if r.down[hs.Host] == nil {
+			r.stats.Hosts = append(r.stats.Hosts, hs)
+		}
+	}
+	for _, vs := range stats.VMs {
+		if r.down[vs.Host] == nil {
+			r.stats.VMs = append(r.stats.VMs, vs)
+		}
+	}
+	took := time.Since(t0).Round(time.Millisecond)
+	for _, id := range slices.Sorted(maps.Keys(r.down)) {
+		err := r.down[id]
+		msg := "host unreachable; left out of this cycle"
+		if errors.Is(err, context.DeadlineExceeded) || (rctx.Err() != nil && strings.Contains(err.Error(), "timeout")) {
+			msg = fmt.Sprintf("no answer within the %v collection deadline (%v); left out of this cycle", c.cfg.CollectTimeout, took)
+		}
+		c.record(store.Event{Kind: store.Failure, Host: id, Error: err.Error(), Message: msg})
+	}
+	c.observeHosts(r)
+	return r, nil
+}
+
+// hostHealth is what the controller knows of a host as a migration target.
+type hostHealth struct {
+	silent bool // it did not answer the last cycle's reads
+	// failures counts the migrations in a row to it that failed with a
+	// connection error; aside is when it may be a target again, and why not.
+	failures int
+	aside    time.Time
+	why      string
+}
+
+// observeHosts updates each host's health from a cycle's reads, logging the
+// changes: a host that stops answering is set aside as a target until it
+// answers again.
+func (c *Controller) observeHosts(r reading) {
+	var es []store.Event
+	c.mu.Lock()
+	for _, id := range slices.Sorted(maps.Keys(r.down)) {
+		if h := c.health(id); !h.silent {
+			h.silent = true
+			es = append(es, store.Event{Kind: store.HostState, Host: id, State: "down", Error: r.down[id].Error(),
+				Message: "not a migration target until it answers again"})
+		}
+	}
+	for _, x := range r.up {
+		h := c.hosts[x.ID]
+		if h == nil || !h.silent {
+			continue
+		}
+		h.silent = false
+		msg := "answers again; a migration target again"
+		if now := c.now(); now.Before(h.aside) {
+			msg = fmt.Sprintf("answers again; a migration target again after %s (%s)", h.aside.Format(time.TimeOnly), h.why)
+		}
+		es = append(es, store.Event{Kind: store.HostState, Host: x.ID, State: "up", Message: msg})
+	}
+	c.mu.Unlock()
+	for _, e := range es {
+		c.record(e)
+	}
+}
+
+// health returns host id's record, creating it; c.mu must be held.
+func (c *Controller) health(id string) *hostHealth {
+	h := c.hosts[id]
+	if h == nil {
+		h = &hostHealth{}
+		c.hosts[id] = h
+	}
+	return h
+}
+
+// hostAfterMove updates the target's health: a move that failed with a
+// connection error sets it aside for HostCooldown, doubled with each such
+// failure in a row, and returns the event that says so; one that completed
+// clears its count. c.mu must be held.
+func (c *Controller) hostAfterMove(target string, completed bool, err error) *store.Event {
+	h := c.health(target)
+	if completed {
+		h.failures = 0
+		return nil
+	}
+	if !hypervisor.IsConnectionError(err) {
+		return nil
+	}
+	h.failures++
+	d := c.cfg.HostCooldown << min(h.failures-1, 5)
+	h.aside = c.now().Add(d)
+	h.why = "a migration to it failed with a connection error"
+	return &store.Event{Kind: store.HostState, Host: target, State: "aside", Error: err.Error(),
+		Message: fmt.Sprintf("not a migration target for %v (connection failure %d in a row)", d, h.failures)}
+}
+
+// vmFailures is a VM's run of failed moves.
+type vmFailures struct {
+	n     int
+	until time.Time // no move before
+	last  string    // why the last one failed
+}
+
+// vmAfterMove counts a VM's failed moves and sets its backoff: none after the
+// first (the next cycle retries, off any host set aside), then FailureBackoff
+// doubling with each further failure, up to 32 times. A completed move clears
+// the count. c.mu must be held.
+func (c *Controller) vmAfterMove(vm string, completed bool, why string) {
+	if completed {
+		delete(c.failures, vm)
+		return
+	}
+	f := c.failures[vm]
+	if f == nil {
+		f = &vmFailures{}
+		c.failures[vm] = f
+	}
+	f.n++
+	f.last = why
+	if f.n >= 2 {
+		f.until = c.now().Add(c.cfg.FailureBackoff << min(f.n-2, 5))
+	}
+}
+
+// guards are the rules the controller adds to a cycle's own, so that the core
+// plans around what it knows and the core does not: a host set aside gets a must
+// host-anti-affinity rule for every VM not already on it (they may stay, none may
+// come), and a VM backing off after failures, or whose last migration is not
+// settled, a must host-affinity rule to where it is.
+func (c *Controller) guards(snap *model.Snapshot) []model.Rule {
+	now := c.now()
+	c.mu.Lock()
+	var aside []string
+	for id, h := range c.hosts {
+		if now.Before(h.aside) {
+			aside = append(aside, id)
+		}
+	}
+	pinned := map[string]string{}
+	for vm, f := range c.failures {
+		if now.Before(f.until) {
+			pinned[vm] = fmt.Sprintf("backoff: %d failed moves in a row; next try after %s", f.n, f.until.Format(time.TimeOnly))
+		}
+	}
+	for vm := range c.unsettled {
+		pinned[vm] = "unsettled: its last migration's outcome is not known yet"
+	}
+	c.mu.Unlock()
+	sort.Strings(aside)
+	var out []model.Rule
+	for _, id := range aside {
+		hi := slices.IndexFunc(snap.Hosts, func(h model.Host) bool { return h.ID == id })
+		if hi < 0 {
+			continue
+		}
+		var vms []string
+		for _, v := range snap.VMs {
+			if v.Host != hi && !slices.Contains(v.MigratingTo, hi) {
+				vms = append(vms, v.ID)
+			}
+		}
+		if len(vms) > 0 {
+			out = append(out, model.Rule{Name: "aside:" + id, Kind: model.HostAntiAffinity, Must: true, VMs: vms, Hosts: []string{id}})
+		}
+	}
+	for _, v := range snap.VMs {
+		why, ok := pinned[v.ID]
+		if !ok || v.Host < 0 {
+			continue
+		}
+		name, _, _ := strings.Cut(why, ":")
+		out = append(out, model.Rule{Name: name + ":" + v.ID, Kind: model.HostAffinity, Must: true, VMs: []string{v.ID},
+			Hosts: []string{snap.Hosts[v.Host].ID}})
+	}
+	return out
+}
