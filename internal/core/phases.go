@@ -16,12 +16,16 @@ import (
 // cluster, the move budget, which hosts are overloaded or have received VMs, and
 // the plan being built. Each phase is a method that reads and extends it.
 type cycle struct {
-	p        *Headroom
-	snap     *model.Snapshot
-	st       *cluster.State
-	cfg      *policy.HeadroomConfig
-	zC       float64
-	ctx      *placement.Context
+	p    *Headroom
+	snap *model.Snapshot
+	st   *cluster.State
+	cfg  *policy.HeadroomConfig
+	zC   float64
+	ctx  *placement.Context
+	// short checks targets over the horizon only: overload relief falls back to it
+	// when no host has room for the whole cooldown, since a move that is safe for
+	// the horizon beats staying in a breach. Consolidation never does.
+	short    *placement.Context
 	explain  bool
 	budget   int
 	inFlight map[string]bool
@@ -46,6 +50,8 @@ func (p *Headroom) newCycle(in Input, explain bool) *cycle {
 	c.last = min(st.Steps(), p.triggerSteps(snap.Interval))
 	c.horizon = float64(c.last) * snap.Interval
 	c.ctx = p.context(st, c.zC)
+	c.short = p.context(st, c.zC)
+	c.short.Last = c.last
 	if explain {
 		c.out.Candidates = map[string][]placement.Candidate{}
 	}
@@ -166,6 +172,11 @@ func (c *cycle) overload() {
 			tried[v] = true
 			st.Remove(v, h)
 			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
+			shortOnly := false
+			if t < 0 && c.last < st.Steps() {
+				t, cands = c.p.chain.Select(c.short, v, excl, c.explain)
+				shortOnly = t >= 0
+			}
 			if c.explain {
 				c.out.Candidates[snap.VMs[v].ID] = cands
 			}
@@ -180,6 +191,9 @@ func (c *cycle) overload() {
 			why := fmt.Sprintf("its move alone makes the host safe and is the quickest such move (%.0f s)", best.secs)
 			if !best.clears {
 				why = fmt.Sprintf("no single move makes the host safe; its %s bound there is the largest per migration second (%.0f s)", label(rk.r), best.secs)
+			}
+			if shortOnly {
+				why += "; no host has room for the whole cooldown, this one for the horizon"
 			}
 			c.out.Moves = append(c.out.Moves, c.p.move(snap, v, t, model.PriorityOverload, model.Reason{
 				Rule:        "overload",

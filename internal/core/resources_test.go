@@ -172,6 +172,14 @@ func TestTargetsMustHaveRoomForTheCooldown(t *testing.T) {
 			t.Errorf("B: %+v, want rejected on cpu at step 9", c)
 		}
 	}
+	// If C's VM peaks inside the hour too, no host has room for the whole
+	// cooldown: relief still moves vm1 to a host with room for the horizon,
+	// rather than leave A in its breach, and says so.
+	f = fc(s, f, 3, 10, peak...)
+	plan := Decide(s, f, p, nil)
+	if len(plan.Moves) != 1 || plan.Moves[0].VMInstanceID != "vm1" || !strings.Contains(plan.Moves[0].Reason.Detail, "no host has room for the whole cooldown") {
+		t.Errorf("moves %+v: want vm1 moved to a host with room for the horizon", plan.Moves)
+	}
 	// The trigger still reads only the horizon: a breach at step 9 alone is not
 	// acted on.
 	s2 := snap(2, [3]float64{0, 500, 870})

@@ -24,8 +24,10 @@ type Context struct {
 	// filled to at the bound (NewContext: Target for all).
 	Resources []model.Resource
 	Limits    model.Resources
-	rules     map[int][]ruleRef
-	hostIx    map[string]int
+	// Last is the last horizon step checked and scored; -1 (NewContext) means all.
+	Last   int
+	rules  map[int][]ruleRef
+	hostIx map[string]int
 	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
 	// ask for it in turn.
 	memoV, memoH int
@@ -50,7 +52,7 @@ type ruleRef struct {
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
 	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1, vmFor: -1,
-		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}}
+		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}, Last: -1}
 	s := st.Snap
 	for h := range s.Hosts {
 		c.hostIx[s.Hosts[h].ID] = h
@@ -314,7 +316,7 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 			continue
 		}
 		limit := c.Limits.Get(r) * cp
-		for s := 0; s <= st.Steps(); s++ {
+		for s := 0; s <= c.lastStep(); s++ {
 			mu, variance := c.withVM(r, h, v, s)
 			if b := mu + c.Z*math.Sqrt(variance); b > limit {
 				c.rejectedOn = r
@@ -326,6 +328,14 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 		}
 	}
 	return ""
+}
+
+// lastStep is the last step to check: the forecasts' last, or Last if sooner.
+func (c *Context) lastStep() int {
+	if n := c.St.Steps(); c.Last < 0 || c.Last > n {
+		return n
+	}
+	return c.Last
 }
 
 // prepare caches v's moments for every tracked resource and step.
@@ -371,7 +381,7 @@ func headroomOf(c *Context, v, h int) (float64, model.Resource) {
 		if cp <= 0 {
 			continue
 		}
-		for s := 0; s <= st.Steps(); s++ {
+		for s := 0; s <= c.lastStep(); s++ {
 			mu, variance := c.withVM(r, h, v, s)
 			if l := (cp - mu - c.Z*math.Sqrt(variance)) / cp; l < left {
 				left, bind = l, r
