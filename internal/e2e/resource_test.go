@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,10 +27,10 @@ import (
 //
 //   - host0 runs a guest whose memory footprint (what its balloon driver reports
 //     used) starts at 0.4 of host0's memory capacity, climbs 0.5, 0.6, 0.7, 0.76
-//     of it, 6 s a step, and then jumps to 1.2.
+//     of it, 6 s a step, holds 6 s more, and then jumps to 1.2.
 //   - host1 runs a guest that writes its virtio disk at 250 KB/s against a disk
-//     capacity of 600 KB/s, then climbs 350, 400, 430, 430 KB/s, 6 s a step, and
-//     jumps to 800 KB/s. It also sends 200 KB/s on its NIC, to check that the
+//     capacity of 600 KB/s, then climbs 350, 390, 410 KB/s, 6 s a step, holds
+//     410 for 18 s, and jumps to 800 KB/s. It also sends 200 KB/s on its NIC, to check that the
 //     network is measured, and holds more memory than the first guest at first,
 //     so that the two do not fit on one small host (a consolidating policy would
 //     otherwise swap or stack them before the ramps).
@@ -44,10 +46,10 @@ const (
 	resDiskCap     = 600 // KB/s
 	resDiskStart   = 250
 	resDiskMem     = 80 // MiB the disk guest holds
-	resDiskRamp    = "disk_kbps=350,400,430,430,800 step=6s loop=false"
+	resDiskRamp    = "disk_kbps=350,390,410,410,410,800 step=6s loop=false"
 	resNet         = 200
 	resBig         = 10000            // host2's memory (MiB) and disk (KB/s)
-	resRampTop     = 24 * time.Second // the last step of either ramp starts here
+	resRampTop     = 30 * time.Second // the last step of either ramp starts here
 	resHold        = 12 * time.Second
 	resLearn       = 9 * time.Second
 	resCapMiBps    = 32
@@ -56,18 +58,18 @@ const (
 
 // resMemSteps is the memory guest's ramp, its used memory in small hosts'
 // capacities, 6 s a step: it climbs toward the capacity, then jumps past it.
-var resMemSteps = []float64{0.5, 0.6, 0.7, 0.76, 1.2}
+var resMemSteps = []float64{0.5, 0.6, 0.7, 0.76, 0.76, 1.2}
 
 // resourcePolicy is headroom's defaults (every resource) with memory and disk
-// triggered at P(demand > 80 %) >= 0.1, a horizon and lead-time margin that cover
+// triggered at P(demand > 75 %) >= 0.1, a horizon and lead-time margin that cover
 // a move on this loaded machine (TCG guests' moves took up to 24 s), and no
 // consolidation.
 const resourcePolicy = `
 horizon: 45s
 confidence: 0.9
 overload_by_resource:
-  mem: {threshold: 0.8, probability: 0.1}
-  disk: {threshold: 0.8, probability: 0.1}
+  mem: {threshold: 0.75, probability: 0.1}
+  disk: {threshold: 0.75, probability: 0.1}
 underload: {enabled: false}
 lead_time: {margin: 30s}
 anti_thrash: {cooldown: 10m, max_per_cycle: 2}
@@ -91,6 +93,24 @@ type resOutcome struct {
 func (o resOutcome) line() string {
 	return fmt.Sprintf("E2E-RESOURCE resource=%s policy=%s over_capacity_s=%.1f first_move_at_s=%s migrations=%d",
 		o.res, shortPolicy(o.policy), o.over, seconds(o.firstMove), o.migrations)
+}
+
+var guestRateRE = regexp.MustCompile(`disk=([0-9.]+)KB/s net=([0-9.]+)KB/s`)
+
+// guestRates reads the disk and network rates of vm's last progress line on
+// host: the guest's own measure of its last second.
+func guestRates(l *lab.Lab, host int, vm string) (disk, net float64, ok bool) {
+	lines := l.ProgressLines(host, vm)
+	if len(lines) == 0 {
+		return 0, 0, false
+	}
+	m := guestRateRE.FindStringSubmatch(lines[len(lines)-1])
+	if m == nil {
+		return 0, 0, false
+	}
+	disk, err1 := strconv.ParseFloat(m[1], 64)
+	net, err2 := strconv.ParseFloat(m[2], 64)
+	return disk, net, err1 == nil && err2 == nil
 }
 
 // resDriver connects to the lab's hosts with capacity i on host i.
@@ -221,8 +241,19 @@ func runResources(t *testing.T, l *lab.Lab, policy, tag string) (mem, disk resOu
 				v := &snap.VMs[i]
 				if len(v.History) > 0 && !v.Migrating() {
 					lastRated[v.ID] = v.Demand
-				} else if d, ok := lastRated[v.ID]; ok {
+					continue
+				}
+				if d, ok := lastRated[v.ID]; ok {
 					v.Demand.Net, v.Demand.Disk = max(v.Demand.Net, d.Net), max(v.Demand.Disk, d.Disk)
+				}
+				// What the guest itself measured over its last second, where
+				// libvirt is blind: a reactive move that starts on the jump would
+				// otherwise hide the whole time its host was over capacity.
+				if v.Host < 0 {
+					continue
+				}
+				if dk, nt, ok := guestRates(l, hostIndex(t, l, snap.Hosts[v.Host].ID), v.ID); ok {
+					v.Demand.Net, v.Demand.Disk = nt, dk
 				}
 			}
 			load := make([]model.Resources, len(snap.Hosts))
