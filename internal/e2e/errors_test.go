@@ -134,10 +134,13 @@ func TestVanishingVM(t *testing.T) {
 		t.Fatalf("the cycle started %v, want van-ok among them", got)
 	}
 
-	// Gone before: the move is refused with the reason.
+	// Gone before: the move is refused with the reason, which ends its start
+	// record (logged before libvirt is asked).
 	var before *store.Event
-	for _, e := range list(t, log, store.Filter{VM: "van-before", Kind: store.Failure}) {
-		before = &e
+	for _, e := range list(t, log, store.Filter{VM: "van-before", Kind: store.MigrationEnd}) {
+		if e.Message == "migration refused" {
+			before = &e
+		}
 	}
 	if before == nil || !strings.Contains(before.Error, "not found") || before.Source != "host0" {
 		t.Errorf("van-before: failure %+v, want one saying it was not found", before)
