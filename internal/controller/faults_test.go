@@ -538,3 +538,24 @@ func TestHostSetAsideForItsCooldown(t *testing.T) {
 		}
 	}
 }
+
+// Issue 14: a migration that moves no data for stall_timeout is aborted.
+func TestStalledMigrationIsAborted(t *testing.T) {
+	hs, hcs := memHosts("a", "b", "c")
+	d := memory.New(memory.Options{BandwidthMiBps: 100}, hs...) // no Advance: no data moves
+	addVMs(t, d, "a", memory.Usage{CPUUtil: 0.9}, "v1", "v2", "v3")
+	log := openLog(t, filepath.Join(t.TempDir(), "events.db"))
+	c := newCtl(t, Config{Interval: 10 * time.Second, Mode: Auto, Hosts: hcs, StallTimeout: 300 * time.Millisecond}, d, log)
+	cy, err := c.Step(context.Background())
+	if err != nil || len(cy.Started) != 1 {
+		t.Fatalf("started %v (%v)", cy.Started, err)
+	}
+	time.Sleep(time.Second)
+	d.Advance(10 * time.Millisecond) // the cancelled job ends
+	c.Wait()
+	end := lastFinal(t, log, cy.Started[0])
+	if end.State != store.StateAborted || !strings.Contains(end.Message, "stalled") {
+		dumpLog(t, log)
+		t.Fatalf("end %+v: want aborted as stalled", end)
+	}
+}

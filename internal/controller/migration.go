@@ -67,7 +67,7 @@ func (c *Controller) follow(mig hypervisor.Migration, deadline time.Time, opts *
 	defer c.wg.Done()
 	timeout := time.NewTimer(time.Until(deadline))
 	defer timeout.Stop()
-	stall := time.NewTicker(min(c.cfg.StallTimeout/4, 5*time.Second))
+	stall := time.NewTicker(max(min(c.cfg.StallTimeout/4, 5*time.Second), 10*time.Millisecond))
 	defer stall.Stop()
 	updates := mig.Updates()
 	var (
