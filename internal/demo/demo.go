@@ -57,6 +57,7 @@ type Demo struct {
 	series map[string]int // VM -> trace series
 	tmp    string
 	start  time.Time
+	offset float64 // trace seconds where the replay starts
 }
 
 // New builds the cluster and the controller; Run starts them.
@@ -122,11 +123,12 @@ anti_thrash: {cooldown: %s}
 		id := fmt.Sprintf("vm%02d", k)
 		d.series[id] = s
 		vm := hypervisor.VM{ID: id, Host: hs[k%packed].ID, VCPUs: 1, MemMiB: vmMemMiB, State: hypervisor.StateRunning}
-		if err := d.Driver.AddVM(vm, d.usage(s, 0)); err != nil {
+		if err := d.Driver.AddVM(vm, d.usage(s, busiestHour(w, picked))); err != nil {
 			d.Close()
 			return nil, err
 		}
 	}
+	d.offset = busiestHour(w, picked)
 	d.Config = controller.Config{Interval: interval, Mode: opt.Mode, Policy: "headroom:" + polPath, Hosts: hcs,
 		EventLog: filepath.Join(opt.Dir, "demo-events.db"), ForecastDay: time.Duration(86400 / opt.Speed * float64(time.Second)),
 		MaxConcurrent: 2, MaxPerHost: 1}
@@ -170,7 +172,31 @@ func busiest(w *trace.Workload, n int) []int {
 }
 
 // busyMean is the highest mean CPU of a demo VM.
-const busyMean = 0.35
+const busyMean = 0.45
+
+// busiestHour is the trace time half an hour before the picked VMs' busiest
+// hour, where the replay starts so that the demo shows decisions at once.
+func busiestHour(w *trace.Workload, picked []int) float64 {
+	n := w.Len()
+	total := make([]float64, n)
+	for _, s := range picked {
+		for i, x := range w.VMs[s].CPU {
+			total[i] += float64(x)
+		}
+	}
+	const hour = 3600 / traceStep
+	best, at := -1.0, 0
+	for i := range n {
+		var sum float64
+		for k := range hour {
+			sum += total[(i+k)%n]
+		}
+		if sum > best {
+			best, at = sum, i
+		}
+	}
+	return math.Mod(float64(at*traceStep)-1800+86400, 86400)
+}
 
 // usage is series s's load at trace time t seconds (the day wraps), between
 // samples linearly.
@@ -187,7 +213,7 @@ func (d *Demo) usage(s int, t float64) memory.Usage {
 
 // TraceTime is the trace time (seconds into the day) the demo replays now.
 func (d *Demo) TraceTime() float64 {
-	return time.Since(d.start).Seconds() * d.Speed
+	return d.offset + time.Since(d.start).Seconds()*d.Speed
 }
 
 // Run replays the trace into the cluster and runs the controller until ctx ends;

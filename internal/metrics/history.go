@@ -82,7 +82,7 @@ func (o *Observer) State(points bool) State {
 		}
 		st.Hosts = append(st.Hosts, hv)
 	}
-	for _, r := range model.AllResources {
+	for _, r := range o.res {
 		if q := o.quality.summary(r); q.N > 0 {
 			st.Quality = append(st.Quality, q)
 		}

@@ -53,6 +53,7 @@ type Observer struct {
 	seq      uint64            // newest event counted
 	since    time.Time         // its time
 	reasons  map[string]string // VM -> rule of its latest decision
+	res      []model.Resource  // the resources the last cycle tracked
 
 	hostDemand, hostMean, hostUpper, hostCap, hostProb *prometheus.GaugeVec
 	vmDemand, vmUpper                                  *prometheus.GaugeVec
@@ -209,7 +210,8 @@ func (o *Observer) Observe(cy controller.Cycle, err error) {
 	o.hostGauges(cy, now, conf)
 	o.vmSeries(cy, now)
 	o.quality.observe(cy)
-	for _, r := range model.AllResources {
+	o.res = tracked(snap)
+	for _, r := range o.res {
 		q := o.quality.summary(r)
 		if q.N == 0 {
 			continue

@@ -100,9 +100,7 @@ func New(opt Options) http.Handler {
 		}
 		reply(w, v)
 	}))
-	mux.HandleFunc("GET /api/pending", s.needFunc(Viewer, func(w http.ResponseWriter, _ *http.Request) {
-		reply(w, nonNil(s.Controller.Pending()))
-	}))
+	mux.HandleFunc("GET /api/pending", s.needFunc(Viewer, func(w http.ResponseWriter, r *http.Request) { reply(w, s.pending(r)) }))
 	mux.HandleFunc("GET /api/inflight", s.needFunc(Viewer, func(w http.ResponseWriter, _ *http.Request) { reply(w, s.Controller.Moves()) }))
 	mux.HandleFunc("GET /api/events", s.needFunc(Viewer, s.events))
 	mux.HandleFunc("GET /api/explain/{vm}", s.needFunc(Viewer, s.explain))
@@ -296,6 +294,29 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, nonNil(es))
+}
+
+// pending lists the moves awaiting approval that the last cycle still planned:
+// the controller keeps a move pending until it is approved or rejected, even
+// after the plan stopped asking for it, and an approval starts a move only if
+// the plan still wants it. ?all=1 lists every pending move.
+func (s *server) pending(r *http.Request) []model.MigrationRequest {
+	all := s.Controller.Pending()
+	cy, _, ok := s.Observer.Last()
+	if !ok || r.URL.Query().Get("all") == "1" {
+		return nonNil(all)
+	}
+	planned := map[string]bool{}
+	for _, m := range cy.Plan.Moves {
+		planned[m.VMInstanceID] = true
+	}
+	out := []model.MigrationRequest{}
+	for _, m := range all {
+		if planned[m.VMInstanceID] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (s *server) approve(w http.ResponseWriter, r *http.Request) {

@@ -52,7 +52,7 @@ function fmt(x) {
 // chart draws series of [t, y] (t in ms) plus an optional band [[t, lo, hi]] and a
 // capacity line into a new SVG.
 function chart(opts) {
-  const W = 400, H = opts.height || 120, L = 44, R = 6, T = 6, B = 16;
+  const W = opts.width || 400, H = opts.height || 120, L = 44, R = 6, T = 6, B = 16;
   const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
   const all = [];
   for (const p of opts.line || []) all.push(p);
@@ -192,7 +192,7 @@ async function renderVM() {
     const v = await api("/api/vms/" + encodeURIComponent(selectedVM));
     const line = v.points.map(p => [p.t, p.demand.cpu]);
     const band = v.points.filter(p => p.upper.cpu > 0).map(p => [p.t + v.interval_seconds * 1000, p.mean.cpu, p.upper.cpu]);
-    $("#vm-chart").replaceChildren(chart({ line, band, capacity: v.size.cpu, height: 160, title: `${v.id} on ${v.host}: cpu actual vs one-step forecast` }));
+    $("#vm-chart").replaceChildren(chart({ line, band, capacity: v.size.cpu, width: 1200, height: 160, title: `${v.id} on ${v.host}: cpu actual vs one-step forecast` }));
     const ex = await api("/api/explain/" + encodeURIComponent(selectedVM));
     $("#explain").textContent = ex.summary;
     const tb = $("#candidates tbody");
@@ -208,7 +208,7 @@ async function renderVM() {
 async function refresh() {
   try {
     const kind = $("#ev-kind").value, vm = $("#ev-vm").value.trim();
-    const q = new URLSearchParams({ limit: "50" });
+    const q = new URLSearchParams({ limit: "25" });
     if (kind) q.set("kind", kind);
     if (vm) q.set("vm", vm);
     const [st, pending, inflight, events, vms] = await Promise.all([
