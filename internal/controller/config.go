@@ -76,6 +76,8 @@ type Config struct {
 	// Source is where stats come from: libvirt (default) or prometheus (sourceconfig.go).
 	Source     string       `yaml:"source"`
 	Prometheus SourceConfig `yaml:"prometheus"`
+	// HA runs several replicas on etcd, one acting (haconfig.go).
+	HA HAConfig `yaml:"ha"`
 }
 
 // HostConfig is one libvirt host.
@@ -177,6 +179,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Prometheus.validate(); err != nil {
+		return err
+	}
+	if err := c.HA.validate(); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

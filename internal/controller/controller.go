@@ -53,6 +53,8 @@ type Controller struct {
 	// rulesChecked: the rules were checked against the running VMs once.
 	rulesChecked bool
 	wg           sync.WaitGroup
+	// ha is set when the controller is one of several replicas (ha.go).
+	ha *haState
 }
 
 // New builds a controller. The policy comes from cfg.Policy.
@@ -304,6 +306,12 @@ func requests(inflight map[string]hypervisor.Migration) []model.MigrationRequest
 
 // act logs the plan and, by mode, starts, parks or skips each move.
 func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Plan, planned map[string]hypervisor.Migration) []string {
+	if c.ha != nil { // ha.go: only the elected replica acts
+		if !c.haAct(ctx) {
+			return nil
+		}
+		defer c.haSave(ctx)
+	}
 	for _, u := range plan.Unplaced {
 		vm := snap.VMs[u.VM]
 		c.record(store.Event{Kind: store.NoSuitableHost, VM: vm.ID, Source: snap.Hosts[vm.Host].ID, Message: u.Reason})
@@ -441,6 +449,9 @@ func (c *Controller) Pending() []model.MigrationRequest {
 // ApproveVM approves the pending move of vm; the next cycle starts it if the plan
 // still wants it.
 func (c *Controller) ApproveVM(vm string) error {
+	if c.ha != nil { // ha.go: approvals live in etcd
+		return c.haApprove(vm)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.pending[vm]

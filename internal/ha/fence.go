@@ -206,3 +206,26 @@ func (f *Fenced) follow(ctx context.Context, rec Record, tr *hypervisor.Tracker)
 		}
 	}
 }
+
+// Adopt follows the hypervisor's job of vm (the driver's Adopt) for the
+// leader only: a follower must neither abort nor settle a move, so it gets
+// ErrNotLeader, which a caller takes as "cannot tell yet". The job's etcd
+// record, if any, is closed when it ends.
+func (f *Fenced) Adopt(ctx context.Context, vm, target string) (hypervisor.Migration, error) {
+	if _, ok := f.node.Leading(); !ok {
+		return nil, ErrNotLeader
+	}
+	ad, ok := f.Driver.(jobAdopter)
+	if !ok {
+		return nil, fmt.Errorf("%w: the driver cannot follow a job it did not start", hypervisor.ErrNoMigration)
+	}
+	m, err := ad.Adopt(ctx, vm, target)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := f.state.Read(ctx)
+	if rec, found := snap.InFlight[vm]; err == nil && found {
+		return f.track(m, rec.Rev), nil
+	}
+	return m, nil
+}
