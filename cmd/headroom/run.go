@@ -83,6 +83,11 @@ failure goes to the event log ('headroom events').`,
 			for _, w := range cfg.Warnings() {
 				fmt.Fprintln(os.Stderr, "headroom: WARNING:", w)
 			}
+			stopHA, err := c.StartHA() // an ha: section makes this one of several replicas on etcd
+			if err != nil {
+				return err
+			}
+			defer stopHA()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv, err := serveAPI(c, log, cfg, nil, os.Stderr) // serve.go: API, dashboard, /metrics
@@ -114,11 +119,15 @@ func newDrainCmd() *cobra.Command {
 		Short: "Evacuate a host for maintenance under the same rules",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, _, closeAll, err := openController(cfgPath, mode)
+			c, _, cfg, closeAll, err := openController(cfgPath, mode)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
+			if cfg.HA.Enabled() {
+				// Outside the election its moves would not be fenced.
+				return fmt.Errorf("--config %s has an ha section: drain through the leader's API (POST /api/drain/%s)", cfgPath, args[0])
+			}
 			// Rounds until the host is empty or nothing more can move; the
 			// error names every VM left (controller/drain.go).
 			return c.DrainHost(cmd.Context(), args[0], cmd.OutOrStdout())
