@@ -184,6 +184,10 @@ func TestHAFailover(t *testing.T) {
 		rs = append(rs, r)
 	}
 	defer func() {
+		// Moves still running would hold each Run until they end.
+		for _, vm := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
+			d.Abort(context.Background(), vm)
+		}
 		for _, r := range rs {
 			r.cancel()
 			r.node.Close()
