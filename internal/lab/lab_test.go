@@ -208,3 +208,35 @@ func TestUpDown(t *testing.T) {
 		t.Error("Open after Down succeeded")
 	}
 }
+
+// TestGuestDevices: a guest started with its disk's loop device gets a virtio
+// block device on it with cache=none (what libvirt migrates without copying), a
+// virtio NIC on a tap and a balloon reporting every second; the initramfs holds
+// the modules and their load order.
+func TestGuestDevices(t *testing.T) {
+	l := &Lab{Kernel: "/k", Initrd: "/i", Dir: "/lab"}
+	x := l.domainXML(VMSpec{Name: "vm0"}, "/dev/loop7")
+	for _, want := range []string{
+		"<disk type='block' device='disk'>", "cache='none'", "<source dev='/dev/loop7'/>", "<target dev='vda' bus='virtio'/>",
+		"<interface type='ethernet'>", "<model type='virtio'/>", "<memballoon model='virtio'>", "<stats period='1'/>",
+	} {
+		if !strings.Contains(x, want) {
+			t.Errorf("domain XML lacks %q:\n%s", want, x)
+		}
+	}
+	if x := l.domainXML(VMSpec{Name: "vm0"}, ""); !strings.Contains(x, "<source file='/lab/disks/vm0.img'/>") {
+		t.Errorf("without a loop device the disk is not the image:\n%s", x)
+	}
+	var buf bytes.Buffer
+	mods := []guestModule{{"virtio", []byte("a")}, {"virtio_net", []byte("b")}}
+	if err := guestInitramfsModules(&buf, []byte("init"), mods); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]cpioEntry{}
+	for _, e := range readCPIO(t, buf.Bytes()) {
+		byName[e.name] = e
+	}
+	if string(byName["modules/order"].data) != "virtio\nvirtio_net\n" || string(byName["modules/virtio_net.ko"].data) != "b" {
+		t.Errorf("modules: order %q, virtio_net %q", byName["modules/order"].data, byName["modules/virtio_net.ko"].data)
+	}
+}
