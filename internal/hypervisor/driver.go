@@ -296,6 +296,7 @@ var connectionFaults = []string{
 	"unable to connect", "no route to host", "network is unreachable",
 	"i/o timeout", "connection timed out", "cannot recv data", "cannot write data",
 	"unable to write to socket", "lost connection", "use of closed network connection", "closed pipe",
+	"socket is closed", // libvirt, when the peer libvirtd died mid-migration
 }
 
 // IsConnectionError reports whether err says a host could not be reached or its
