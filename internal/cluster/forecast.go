@@ -103,3 +103,12 @@ func (st *State) HostMomentOf(r model.Resource, h, v, s int) (mu, variance float
 	}
 	return mu, variance
 }
+
+// PeakExcess is how far above its current need v has gone in r recently: its
+// forecast's Peak less its need now, or 0 without a peak.
+func (st *State) PeakExcess(r model.Resource, v int) float64 {
+	if v >= len(st.Forecasts) {
+		return 0
+	}
+	return max(st.Forecasts[v].Peak.Get(r)-st.Need(v).Get(r), 0)
+}

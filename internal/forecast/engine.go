@@ -168,6 +168,7 @@ func (v *VM) Forecast(steps int, confidence float64) model.ResourceForecast {
 			continue
 		}
 		n := s.Forecast(p[:steps], u[:steps], confidence)
+		f.Peak.Set(r, float64(s.Peak(v.sh.params.day())))
 		out := make([]float64, n)
 		for i := range n {
 			out[i] = float64(p[i])

@@ -198,6 +198,19 @@ func laplaceQuantile(l float32) float32 {
 // History exposes the series' samples (read-only use).
 func (s *Series) History() *History { return &s.hist }
 
+// Peak is the largest of the newest n samples held (all of them when n <= 0),
+// or 0 without history: what the VM has shown it can reach recently.
+func (s *Series) Peak(n int) float32 {
+	if n <= 0 || n > s.hist.Len() {
+		n = s.hist.Len()
+	}
+	var m float32
+	for i := range n {
+		m = max(m, s.hist.At(i))
+	}
+	return m
+}
+
 // Observe adds the next sample and updates model and calibration.
 func (s *Series) Observe(x float32) {
 	h := s.sh.params.Horizon

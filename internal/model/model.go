@@ -188,6 +188,11 @@ type ResourceForecast struct {
 	PredictedDiskIO    []float64   `json:"predicted_disk_io"`
 	Upper              []Resources `json:"upper"`
 	Confidence         float64     `json:"confidence"`
+	// Peak is the largest demand the VM has shown in each resource over a recent
+	// window (the forecast engine's last day); zero where unknown. Optional work
+	// such as consolidation reads it: a forecast bound does not see a job's onset
+	// coming, but a VM that reached a level once can reach it again.
+	Peak Resources `json:"peak,omitzero"`
 }
 
 // Clamp bounds the forecast, point and upper bound, to what the VM can use: never
@@ -219,6 +224,9 @@ func (f *ResourceForecast) Clamp(size Resources) {
 		u.CPU, u.Mem = clamp(u.CPU, size.CPU), clamp(u.Mem, size.Mem)
 		u.Net, u.Disk = max(u.Net, 0), max(u.Disk, 0)
 	}
+	p := &f.Peak
+	p.CPU, p.Mem = clamp(p.CPU, size.CPU), clamp(p.Mem, size.Mem)
+	p.Net, p.Disk = max(p.Net, 0), max(p.Disk, 0)
 }
 
 // Horizon is the number of steps the forecast covers.

@@ -25,7 +25,13 @@ type Context struct {
 	Resources []model.Resource
 	Limits    model.Resources
 	// Last is the last horizon step checked and scored; -1 (NewContext) means all.
-	Last   int
+	Last int
+	// Peaks: the host must also have room, in every tracked resource, for any one
+	// of its VMs (v included) to return to its recent peak while the others stay
+	// at their need now. Optional moves (consolidation) set it: a VM that reached
+	// a level in the last day can reach it again, and no forecast sees a job's
+	// onset coming.
+	Peaks  bool
 	rules  map[int][]ruleRef
 	hostIx map[string]int
 	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
@@ -325,6 +331,34 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 				}
 				return fmt.Sprintf("%s at step %d: bound %.0f > %.0f", r, s, b, limit)
 			}
+		}
+	}
+	if c.Peaks {
+		return c.rejectPeak(v, h)
+	}
+	return ""
+}
+
+// rejectPeak is the Peaks rule: the host's need now with v, plus the largest
+// excess of one VM's recent peak over its need, must stay within capacity.
+func (c *Context) rejectPeak(v, h int) string {
+	st := c.St
+	for _, r := range c.Resources {
+		cp := st.Snap.Hosts[h].Capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		now, _ := st.HostMomentOf(r, h, v, 0)
+		ex := st.PeakExcess(r, v)
+		for _, x := range st.VMs(h) {
+			ex = max(ex, st.PeakExcess(r, x))
+		}
+		if now+ex > cp {
+			c.rejectedOn = r
+			if !c.explain {
+				return r.String()
+			}
+			return fmt.Sprintf("%s: need now %.0f + a VM's return to its recent peak %.0f > capacity %.0f", r, now, ex, cp)
 		}
 	}
 	return ""

@@ -1,0 +1,54 @@
+package core
+
+import (
+	"testing"
+
+	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/policy"
+)
+
+// Consolidation does not pack a VM where a return to its recent peak, or to the
+// peak of a VM already there, would take the host past capacity, even though its
+// forecast bound fits. Overload relief is not held to peaks.
+func TestConsolidationLeavesRoomForRecentPeaks(t *testing.T) {
+	p, _ := NewHeadroom("headroom", policy.DefaultHeadroom())
+	s := snap(3, [3]float64{0, 2000, 870}, [3]float64{1, 100, 613})
+	s.Time = 10000
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 10, flat(6, 2000)...)
+	f = fc(s, f, 1, 10, flat(6, 100)...)
+	if plan := Decide(s, f, p, nil); len(plan.Moves) != 1 || plan.Moves[0].Reason.Rule != "underload" {
+		t.Fatalf("moves %+v: without peaks, want host B emptied onto A", plan.Moves)
+	}
+	// vm1 ran at 4000 yesterday: 2000 + 100 + (4000 - 100) > 5320.
+	f[1].Peak.CPU = 4000
+	if plan := Decide(s, f, p, nil); len(plan.Moves) != 0 {
+		t.Errorf("moves %+v: vm1's peak does not fit beside vm0, want none", plan.Moves)
+	}
+	// vm0, already on A, ran at 5300: 2000 + 100 + (5300 - 2000) > 5320.
+	f[1].Peak.CPU, f[0].Peak.CPU = 0, 5300
+	if plan := Decide(s, f, p, nil); len(plan.Moves) != 0 {
+		t.Errorf("moves %+v: vm0's peak leaves no room for vm1, want none", plan.Moves)
+	}
+	// A peak that fits beside the other's need now does not stop it.
+	f[0].Peak.CPU = 3000
+	if plan := Decide(s, f, p, nil); len(plan.Moves) != 1 {
+		t.Errorf("moves %+v: 3000 + 100 fits, want B emptied", plan.Moves)
+	}
+}
+
+// Overload relief reads the forecast bound only: a VM leaving a breach goes to a
+// host with room for its bound even if its own recent peak would not fit there.
+func TestOverloadReliefIgnoresPeaks(t *testing.T) {
+	p, _ := NewHeadroom("headroom", policy.DefaultHeadroom())
+	s := snap(2, [3]float64{0, 2600, 870}, [3]float64{0, 2600, 870}, [3]float64{1, 1000, 613})
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 10, flat(6, 2900)...)
+	f = fc(s, f, 1, 10, flat(6, 2900)...)
+	f = fc(s, f, 2, 10, flat(6, 1000)...)
+	f[0].Peak.CPU, f[1].Peak.CPU = 5320, 5320
+	plan := Decide(s, f, p, nil)
+	if len(plan.Moves) != 1 || plan.Moves[0].Reason.Rule != "overload" || plan.Moves[0].TargetHostID != "B" {
+		t.Errorf("moves %+v: want one overload move to B", plan.Moves)
+	}
+}
