@@ -17,6 +17,10 @@ type forecaster struct {
 	eng    *forecast.Engine
 	vms    []*forecast.VM
 	out    []model.ResourceForecast
+	// past holds the oracle's last day of each VM's demand (a ring; n counts its
+	// samples), so that its Peak reads the past as the engine's does.
+	past [][]model.Resources
+	n    []int
 }
 
 func newForecaster(pol core.Policy, e *engine, cfg Config) (*forecaster, error) {
@@ -37,6 +41,11 @@ func newForecaster(pol core.Policy, e *engine, cfg Config) (*forecaster, error) 
 				o := &f.out[v]
 				o.PredictedMemory, o.PredictedNetworkIO, o.PredictedDiskIO = make([]float64, f.steps), make([]float64, f.steps), make([]float64, f.steps)
 			}
+		}
+		day := max(int(86400/cfg.Interval), 1)
+		f.past, f.n = make([][]model.Resources, len(f.out)), make([]int, len(f.out))
+		for v := range f.past {
+			f.past[v] = make([]model.Resources, 0, day)
 		}
 		return f, nil
 	}
@@ -69,6 +78,7 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 		}
 		if f.oracle {
 			o := &f.out[v]
+			o.Peak = f.remember(v, vms[v].Demand)
 			for s := range f.steps {
 				at := t + float64(s+1)*f.e.cfg.Interval
 				if f.e.cfg.MultiResource {
@@ -93,4 +103,21 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 		f.out[v] = fc
 	}
 	return f.out
+}
+
+// remember adds v's demand now to its last day and returns that day's peak.
+func (f *forecaster) remember(v int, d model.Resources) model.Resources {
+	p := f.past[v]
+	if len(p) < cap(p) {
+		p = append(p, d)
+		f.past[v] = p
+	} else {
+		p[f.n[v]%len(p)] = d
+	}
+	f.n[v]++
+	var m model.Resources
+	for _, x := range p {
+		m = model.Resources{CPU: max(m.CPU, x.CPU), Mem: max(m.Mem, x.Mem), Net: max(m.Net, x.Net), Disk: max(m.Disk, x.Disk)}
+	}
+	return m
 }

@@ -86,3 +86,35 @@ func TestMultiResourceRunMovesOffAMemoryBreach(t *testing.T) {
 		}
 	}
 }
+
+// A host holds the largest 99th percentile of any one VM's demand, and a VM's
+// demand is clipped there: a VM whose network is 100 KB/s but for two five-minute
+// bursts of 9000 gets a 100 KB/s NIC, and alone on it never breaches it.
+func TestHostsHoldTheLargestSingleVM99thPercentileAndClip(t *testing.T) {
+	w := &trace.Workload{Name: "burst", Kind: "bitbrains", Step: 300}
+	s := trace.Series{ID: "a", CPUCapacity: 1000, MemCapacity: 1000}
+	for k := range 200 {
+		net := float32(100)
+		if k == 50 || k == 150 {
+			net = 9000
+		}
+		s.CPU = append(s.CPU, 0.5)
+		s.Mem = append(s.Mem, 0.5)
+		s.Net = append(s.Net, net)
+		s.Disk = append(s.Disk, 10)
+	}
+	w.VMs = append(w.VMs, s)
+	h := DerivedHostType(w)
+	if h.NetKBs != 100 || h.DiskKBs != 10 || math.Abs(h.CPU-500) > 1e-3 {
+		t.Fatalf("derived host %+v: want network 100, disk 10, CPU 500", h)
+	}
+	cfg := BitbrainsConfig(w)
+	pol, _ := core.ParsePolicy("dvfs")
+	r, err := Run(w, pol, Options{Config: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.ByResource["net"]; n.SLATAH != 0 || n.Unmet != 0 {
+		t.Errorf("net %+v: a VM alone must never exceed its host", n)
+	}
+}

@@ -111,6 +111,10 @@ type engine struct {
 	violations                                                     int
 	examples                                                       []string
 	migrations, unplaced, dropped                                  int
+	// clip is the most of each resource a VM can use in a multi-resource run:
+	// the smallest host's capacity (0: no limit). A VM cannot use more than its
+	// host has.
+	clip model.Resources
 }
 
 // Run simulates pol on w.
@@ -125,6 +129,12 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	}
 	e := &engine{cfg: cfg, w: w, pol: pol, snap: buildSnapshot(&cfg, w)}
 	e.snap.Rules = opt.Rules
+	if cfg.MultiResource {
+		e.clip = smallestHost(e.snap)
+		for v := range e.snap.VMs {
+			e.snap.VMs[v].Reserved = clipTo(e.snap.VMs[v].Reserved, e.clip)
+		}
+	}
 	if s, ok := pol.(*core.Static); ok && s.NonPowerAware {
 		e.npa = true
 	}
@@ -132,6 +142,9 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	e.vrec = make([]vmRec, len(e.snap.VMs))
 
 	hosts := core.PlaceAll(e.snap, pol)
+	if cfg.MultiResource {
+		aloneOnEmptyHosts(hosts, len(e.snap.Hosts))
+	}
 	for v, h := range hosts {
 		if h < 0 {
 			return nil, fmt.Errorf("initial placement: VM %s (%g MIPS, %g MB): %s among %d hosts",
@@ -240,13 +253,60 @@ func (e *engine) demandAt(v int, t float64) model.Resources {
 	x := t / e.w.Step
 	i := int(x)
 	if i >= len(s.CPU)-1 {
-		return seriesDemand(s, len(s.CPU)-1)
+		return clipTo(seriesDemand(s, len(s.CPU)-1), e.clip)
 	}
 	d := seriesDemand(s, i)
 	if f := x - float64(i); f > 0 {
 		d = d.Add(seriesDemand(s, i+1).Sub(d).Scale(f))
 	}
+	return clipTo(d, e.clip)
+}
+
+// aloneOnEmptyHosts puts each VM the policy placed nowhere on a host of its own.
+// A VM's clipped demand fits any host alone, but a policy may keep a margin
+// (a threshold under capacity) that a VM at its host's full size never fits;
+// it has to run somewhere, and alone is where it disturbs no other VM.
+func aloneOnEmptyHosts(hosts []int, n int) {
+	used := map[int]bool{}
+	for _, h := range hosts {
+		used[h] = true
+	}
+	next := 0
+	for v, h := range hosts {
+		if h >= 0 {
+			continue
+		}
+		for next < n && used[next] {
+			next++
+		}
+		if next < n {
+			hosts[v], used[next] = next, true
+		}
+	}
+}
+
+// clipTo bounds d by c in every resource where c is set.
+func clipTo(d, c model.Resources) model.Resources {
+	for _, r := range model.AllResources {
+		if l := c.Get(r); l > 0 && d.Get(r) > l {
+			d.Set(r, l)
+		}
+	}
 	return d
+}
+
+// smallestHost is, per resource, the least capacity of any host (0 if any host
+// leaves it untracked).
+func smallestHost(s *model.Snapshot) model.Resources {
+	var m model.Resources
+	for i, h := range s.Hosts {
+		for _, r := range model.AllResources {
+			if c := h.Capacity.Get(r); i == 0 || c < m.Get(r) {
+				m.Set(r, c)
+			}
+		}
+	}
+	return m
 }
 
 // record appends each VM's current utilisation to its history, newest first.
