@@ -411,3 +411,13 @@ func TestParseTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestExampleTokensFile(t *testing.T) {
+	ts, err := LoadTokens("../../examples/tokens.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.Len() != 3 {
+		t.Errorf("examples/tokens.yaml: %d tokens, want 3", ts.Len())
+	}
+}
