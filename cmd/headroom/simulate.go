@@ -68,6 +68,9 @@ Policies: ` + core.PolicyNames + `.
 			if !cfg.MultiResource || cmd.Flags().Changed("hosts") {
 				cfg.Hosts = hosts
 			}
+			if w, err = scaleFleet(cmd, w, &cfg); err != nil { // scale.go
+				return err
+			}
 			rs, err := loadRules(rulesFile, randomRules, w, cfg.Hosts)
 			if err != nil {
 				return err
@@ -105,6 +108,7 @@ Policies: ` + core.PolicyNames + `.
 	f.StringVar(&rulesFile, "rules", "", "YAML file of VM-VM and VM-host rules to attach to the run")
 	f.StringVar(&randomRules, "random-rules", "", "generate must rules: anti=<share of VMs in anti-affinity pairs>,host=<share pinned to half the hosts>,seed=<n>")
 	f.IntVar(&hosts, "hosts", 800, "number of hosts in the modelled cluster")
+	addScaleFlags(f)
 	return cmd
 }
 
