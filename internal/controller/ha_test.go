@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,6 +86,8 @@ type replica struct {
 	proxy  *etcdtest.Proxy
 	cancel context.CancelFunc
 	done   chan struct{}
+	// forecasts counts this replica's cycles that forecast every VM.
+	forecasts atomic.Int64
 }
 
 func leaderOf(rs []*replica) *replica {
@@ -180,7 +183,14 @@ func TestHAFailover(t *testing.T) {
 		c.UseHA(node)
 		ctx, cancel := context.WithCancel(context.Background())
 		r := &replica{name: name, c: c, node: node, log: log, proxy: px, cancel: cancel, done: make(chan struct{})}
-		go func() { defer close(r.done); c.Run(ctx, nil) }()
+		go func() {
+			defer close(r.done)
+			c.Run(ctx, func(cy Cycle, err error) {
+				if err == nil && cy.Snapshot != nil && len(cy.Forecasts) == len(cy.Snapshot.VMs) && len(cy.Forecasts) > 0 {
+					r.forecasts.Add(1)
+				}
+			})
+		}()
 		rs = append(rs, r)
 	}
 	defer func() {
@@ -216,6 +226,10 @@ func TestHAFailover(t *testing.T) {
 	if loc, _ := d.Locate(context.Background(), vm); loc.Host != "a" {
 		t.Fatalf("%s already moved to %s before the kill: too quick for the test", vm, loc.Host)
 	}
+	standby := map[string]int64{} // forecasting cycles each replica ran before the kill
+	for _, r := range rs {
+		standby[r.name] = r.forecasts.Load()
+	}
 	l1.node.Crash() // SIGKILL: no resignation, the lease runs out in etcd
 	l1.cancel()
 	var l2 *replica
@@ -247,6 +261,10 @@ func TestHAFailover(t *testing.T) {
 	}
 	if loc, _ := d.Locate(context.Background(), vm); loc.Host == "a" {
 		t.Errorf("%s still on a after the adopted move", vm)
+	}
+	// The standby that took over had been forecasting all along (hot standby).
+	if n, led := standby[l2.name], standby[l1.name]; n < 1 || n+1 < led {
+		t.Errorf("the new leader forecast in %d cycles as a standby, the old leader in %d: want a hot standby's every cycle", n, led)
 	}
 	es, _ := l2.log.List(store.Filter{VM: vm})
 	var sawAdopt, sawEnd bool
@@ -294,5 +312,22 @@ func TestHAFailover(t *testing.T) {
 	}
 	if got := tl.since(l2.name, t1); len(got) != 0 {
 		t.Errorf("the old leader made %d migrate calls after the cut and heal", len(got))
+	}
+}
+
+// Without an ha section the controller is alone and acts, as before HA.
+func TestWithoutHAOneNodeActsAlone(t *testing.T) {
+	c, _, _ := lab(t, Auto, 0.9)
+	if !c.Leading() || c.ha != nil {
+		t.Fatal("a controller without an ha section does not lead")
+	}
+	stop, err := c.StartHA()
+	if err != nil || c.ha != nil {
+		t.Fatalf("StartHA without an ha section: %v, ha %v", err, c.ha != nil)
+	}
+	stop()
+	cy, err := c.Step(context.Background())
+	if err != nil || len(cy.Started) != 1 {
+		t.Fatalf("started %v (%v), want the move off the overloaded host", cy.Started, err)
 	}
 }
