@@ -42,8 +42,9 @@ type Controller struct {
 	pending  map[string]model.MigrationRequest
 	approved map[string]bool
 	lastMove map[string]time.Time
-	// lastCPU is each VM's CPU demand at its last sample with a rate.
-	lastCPU map[string]float64
+	// lastRates is each VM's CPU, network and disk demand at its last sample
+	// with a rate (memory is a level, measured without one).
+	lastRates map[string]model.Resources
 	// hosts is each host's health as a migration target, failures each VM's
 	// run of failed moves (collect.go); unsettled the open migration records
 	// whose outcome the hosts cannot tell yet (migration.go).
@@ -82,7 +83,7 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now,
 		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
-		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastCPU: map[string]float64{},
+		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastRates: map[string]model.Resources{},
 		hosts: map[string]*hostHealth{}, failures: map[string]*vmFailures{}, unsettled: map[string]store.Event{}}, nil
 }
 
@@ -224,8 +225,8 @@ func (c *Controller) dirtyInput(vm model.VM) transfer.Input {
 }
 
 // carryDemand gives a VM whose sample has no rate this cycle (its first on the
-// host it just moved to, or one the driver could not time) the CPU demand of its
-// last rated sample instead of none: its load did not stop, and a host that
+// host it just moved to, or one the driver could not time) the CPU, network and
+// disk demand of its last rated sample instead of none: its load did not stop, and a host that
 // looks emptier than it is draws moves it cannot take.
 func (c *Controller) carryDemand(snap *model.Snapshot) {
 	c.mu.Lock()
@@ -235,21 +236,21 @@ func (c *Controller) carryDemand(snap *model.Snapshot) {
 		v := &snap.VMs[i]
 		seen[v.ID] = true
 		if len(v.History) > 0 {
-			c.lastCPU[v.ID] = v.Demand.CPU
+			c.lastRates[v.ID] = model.Resources{CPU: v.Demand.CPU, Net: v.Demand.Net, Disk: v.Demand.Disk}
 			continue
 		}
-		last, ok := c.lastCPU[v.ID]
+		last, ok := c.lastRates[v.ID]
 		if !ok || v.Host < 0 {
 			continue
 		}
 		if h := &snap.Hosts[v.Host]; h.Capacity.CPU > 0 {
-			h.Util += (last - v.Demand.CPU) / h.Capacity.CPU
+			h.Util += (last.CPU - v.Demand.CPU) / h.Capacity.CPU
 		}
-		v.Demand.CPU = last
+		v.Demand.CPU, v.Demand.Net, v.Demand.Disk = last.CPU, last.Net, last.Disk
 	}
-	for id := range c.lastCPU {
+	for id := range c.lastRates {
 		if !seen[id] {
-			delete(c.lastCPU, id)
+			delete(c.lastRates, id)
 		}
 	}
 }

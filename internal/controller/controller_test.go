@@ -304,15 +304,20 @@ func (u unrated) Stats(ctx context.Context) (hypervisor.Stats, error) {
 	for i := range st.VMs {
 		if s := &st.VMs[i]; u.vms[s.VM] {
 			s.Interval, s.CPUUtil, s.CPUCores = 0, 0, 0
+			s.NetRxKBps, s.NetTxKBps, s.DiskRdKBps, s.DiskWrKBps = 0, 0, 0, 0
 		}
 	}
 	return st, err
 }
 
 // TestUnratedSampleKeepsTheLastDemand: a cycle where a VM's sample has no rate
-// sees the VM at its last measured CPU, not idle, and its host as loaded.
+// sees the VM at its last measured CPU, network and disk, not idle, and its host
+// as loaded.
 func TestUnratedSampleKeepsTheLastDemand(t *testing.T) {
 	c, d, _ := lab(t, DryRun, 0.6)
+	if err := d.SetUsage("v1", memory.Usage{CPUUtil: 0.6, NetKBps: 400, DiskKBps: 200}); err != nil {
+		t.Fatal(err)
+	}
 	cy, err := c.Step(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -327,6 +332,9 @@ func TestUnratedSampleKeepsTheLastDemand(t *testing.T) {
 	v1 := cy.Snapshot.VMs[0]
 	if v1.ID != "v1" || v1.Demand.CPU != 600 || len(v1.History) != 0 {
 		t.Errorf("v1 without a rate: demand %v history %v, want its last 600 and no new history", v1.Demand.CPU, v1.History)
+	}
+	if v1.Demand.Net != 400 || v1.Demand.Disk != 200 {
+		t.Errorf("v1 without a rate: net %v disk %v KB/s, want its last 400 and 200", v1.Demand.Net, v1.Demand.Disk)
 	}
 	if u := cy.Snapshot.Hosts[0].Util; u != util {
 		t.Errorf("host a utilisation %v with v1 unrated, want %v as before", u, util)

@@ -100,7 +100,7 @@ func (c *Controller) unmeasured(snap *model.Snapshot) []int {
 	defer c.mu.Unlock()
 	var out []int
 	for i, v := range snap.VMs {
-		if _, known := c.lastCPU[v.ID]; v.Host >= 0 && len(v.History) == 0 && !known {
+		if _, known := c.lastRates[v.ID]; v.Host >= 0 && len(v.History) == 0 && !known {
 			out = append(out, i)
 		}
 	}
