@@ -342,7 +342,8 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("approval of %s in the event log: %+v, want it to name demo-admin", vm, events)
 	}
 	waitFor(t, "the move on the page, in flight or in the event log", 20*time.Second, func() bool {
-		return count(fmt.Sprintf("#inflight tr[data-vm=%q]", vm)) > 0 || count("#events tbody tr") > 0
+		return count(fmt.Sprintf("#inflight tr[data-vm=%q]", vm)) > 0 ||
+			count(fmt.Sprintf(`#events tr[data-kind="migration-start"][data-vm=%q]`, vm)) > 0
 	})
 
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -179,7 +179,7 @@ function renderEvents(list) {
     if (e.reason) detail = e.reason.rule + ": " + (e.reason.detail || "");
     if (e.kind === "migration-end") detail = `${e.state} in ${fmt(e.seconds)} s, downtime ${fmt(e.downtime_ms)} ms`;
     if (e.error) detail += " error: " + e.error;
-    tb.append(el("tr", {}, el("td", {}, String(e.seq)), el("td", {}, new Date(e.time).toLocaleTimeString()),
+    tb.append(el("tr", { "data-kind": e.kind, "data-vm": e.vm || "" }, el("td", {}, String(e.seq)), el("td", {}, new Date(e.time).toLocaleTimeString()),
       el("td", {}, e.kind), el("td", {}, e.vm || e.host || ""),
       el("td", {}, e.source || e.target ? `${e.source || ""} → ${e.target || ""}` : ""), el("td", {}, detail)));
   }
