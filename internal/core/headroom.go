@@ -45,9 +45,14 @@ func (p *Headroom) Name() string { return p.PolicyName }
 // the horizon, or the cooldown if longer. Every move pins its VM for the cooldown
 // (only a breach now moves it again), so a target must have room for that long;
 // triggers still look only as far as the horizon (triggerSteps).
+// The room check is capped at maxRoomSteps, the forecast engine's longest
+// horizon: a lab deciding every second with a long cooldown would ask for more.
 func (p *Headroom) HorizonSteps(interval float64) int {
-	return max(p.triggerSteps(interval), int(math.Round(p.Cfg.Thrash.Cooldown.Seconds()/interval)))
+	room := min(int(math.Round(p.Cfg.Thrash.Cooldown.Seconds()/interval)), maxRoomSteps)
+	return max(p.triggerSteps(interval), room)
 }
+
+const maxRoomSteps = 1024
 
 // triggerSteps is how many steps the overload trigger reads.
 func (p *Headroom) triggerSteps(interval float64) int {
@@ -70,6 +75,9 @@ func (p *Headroom) context(st *cluster.State, z float64) *placement.Context {
 	c.Resources = p.resources
 	for _, r := range model.AllResources {
 		c.Limits.Set(r, p.Cfg.Placement.Target*min(1, p.Cfg.Trigger(r).Threshold))
+		if f, ok := p.Cfg.Placement.Fill[r.String()]; ok {
+			c.Limits.Set(r, f)
+		}
 	}
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom/headroom/internal/cluster"
 	"github.com/headroom/headroom/internal/model"
 	"github.com/headroom/headroom/internal/policy"
 )
@@ -233,6 +234,8 @@ func TestHeadroomConfigErrorsNameTheField(t *testing.T) {
 		"placement:\n  target: 0\n":          "placement.target",
 		"underload:\n  threshold: 1.5\n":     "underload.threshold",
 		"anti_thrash:\n  max_per_cycle: 0\n": "anti_thrash.max_per_cycle",
+		"placement:\n  fill: {gpu: 1}\n":     "placement.fill.gpu: unknown resource",
+		"placement:\n  fill: {cpu: 0}\n":     "placement.fill.cpu: 0 must be in",
 	} {
 		cfg, err := policy.ParseHeadroom([]byte(in), "test.yaml")
 		if want == "" {
@@ -264,5 +267,34 @@ func TestOverloadMovesTheRiskiestVM(t *testing.T) {
 	s.VMs[0].MigrationSeconds, s.VMs[1].MigrationSeconds = 10, 40
 	if plan := Decide(s, f, p, nil); len(plan.Moves) == 0 || plan.Moves[0].VMInstanceID != "vm0" {
 		t.Fatalf("moves %+v: want vm0 when vm1 takes 4x as long", plan.Moves)
+	}
+}
+
+// A policy that triggers far below capacity still places up to an explicit
+// placement.fill, and by default never fills a host past its trigger.
+func TestPlacementFillOverridesTheTriggerLimit(t *testing.T) {
+	eager := func(c *policy.HeadroomConfig) { c.Overload.Threshold = 0.01 }
+	p := headroomPolicy(t, eager)
+	s := snap(3, [3]float64{0, 2000, 870}, [3]float64{1, 500, 870})
+	if got := p.context(cluster.New(s, nil), 1.28).Limits.CPU; got != 0.01 {
+		t.Errorf("default CPU fill limit %v, want target x threshold = 0.01", got)
+	}
+	p = headroomPolicy(t, func(c *policy.HeadroomConfig) {
+		eager(c)
+		c.Placement.Fill = map[string]float64{"cpu": 0.9}
+	})
+	if got := p.context(cluster.New(s, nil), 1.28).Limits.CPU; got != 0.9 {
+		t.Errorf("CPU fill limit %v with placement.fill.cpu 0.9", got)
+	}
+}
+
+// The room check's forecast length is capped at the engine's longest horizon.
+func TestHorizonStepsCappedForLongCooldowns(t *testing.T) {
+	p := headroomPolicy(t, func(c *policy.HeadroomConfig) { c.Thrash.Cooldown = time.Hour })
+	if got := p.HorizonSteps(2); got != 1024 {
+		t.Errorf("1 h cooldown at 2 s steps: %d forecast steps, want the cap 1024", got)
+	}
+	if got := p.HorizonSteps(300); got != 12 {
+		t.Errorf("1 h cooldown at 300 s steps: %d forecast steps, want 12", got)
 	}
 }

@@ -70,10 +70,12 @@ func writePolicy(t *testing.T, yaml string) string {
 
 // eager is a headroom policy that calls any host with a running guest overloaded
 // (threshold 1% of capacity), so that tests of the loop's plumbing get decisions
-// without loading the machine.
+// without loading the machine. Placement would by default fill no host past that
+// trigger, so placement.fill lets it place as a normal policy does.
 const eager = `
 horizon: 6s
 overload: {threshold: 0.01, probability: 0.5}
+placement: {fill: {cpu: 0.9, mem: 0.9, net: 0.9, disk: 0.9}}
 underload: {enabled: false}
 lead_time: {margin: 10s}
 anti_thrash: {cooldown: 10m, max_per_cycle: 4}

@@ -70,9 +70,13 @@ type AntiThrash struct {
 // Kubernetes scheduler framework.
 type PlacementConfig struct {
 	// Target is the share of capacity a host may be filled to at the upper bound.
-	Target  float64        `yaml:"target"`
-	Filters []string       `yaml:"filters"`
-	Scorers []WeightedStep `yaml:"scorers"`
+	Target float64 `yaml:"target"`
+	// Fill overrides, per resource, the share of capacity a host may be filled to
+	// at the bound (default: Target x the resource's trigger threshold, at most
+	// Target, so placement never fills a host to where its trigger would act).
+	Fill    map[string]float64 `yaml:"fill"`
+	Filters []string           `yaml:"filters"`
+	Scorers []WeightedStep     `yaml:"scorers"`
 }
 
 // WeightedStep is a scorer and its weight.
@@ -227,6 +231,14 @@ func (c *HeadroomConfig) Validate() error {
 	}
 	if err := checkTriggers("overload_by_resource", c.OverloadByResource); err != nil {
 		return err
+	}
+	for n, f := range c.Placement.Fill {
+		if _, ok := ParseResource(n); !ok {
+			return fmt.Errorf("placement.fill.%s: unknown resource (known: cpu, mem, net, disk)", n)
+		}
+		if !(f > 0 && f <= 1.5) {
+			return fmt.Errorf("placement.fill.%s: %g must be in (0, 1.5]", n, f)
+		}
 	}
 	for g, gc := range c.Groups {
 		if o := gc.Overload; o != nil && !o.valid() {
