@@ -153,9 +153,7 @@ token of --token or HEADROOM_TOKEN.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := store.Filter{VM: vm, Kind: kind, Limit: limit}
-			if token == "" {
-				token = os.Getenv("HEADROOM_TOKEN")
-			}
+			token = apiToken(token, controller.Config{})
 			if cfgPath != "" {
 				cfg, err := controller.Load(cfgPath)
 				if err != nil {
@@ -167,6 +165,7 @@ token of --token or HEADROOM_TOKEN.`,
 				if api == "" {
 					api = listenURL(cfg.Listen)
 				}
+				token = apiToken(token, cfg)
 			}
 			if cmd.Flags().Changed("api") {
 				es, err := eventsFromAPI(cmd.Context(), api, token, f)
@@ -293,25 +292,69 @@ func printEvents(w io.Writer, es []store.Event, asJSON bool) error {
 }
 
 func newApproveCmd() *cobra.Command {
-	var api string
+	var api, token, cfgPath string
 	cmd := &cobra.Command{
 		Use:   "approve <vm>",
 		Short: "Approve a move the controller (approve mode) is waiting on",
-		Args:  cobra.ExactArgs(1),
+		Long: `approve sends POST /api/approve/<vm> to a running controller, as an operator or
+admin: the bearer token comes from --token, else HEADROOM_TOKEN, else (with --config and
+no api.tokens_file) the admin token the controller wrote beside its event log.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := http.Post(api+"/api/approve/"+args[0], "application/json", nil)
+			if cfgPath != "" {
+				cfg, err := controller.Load(cfgPath)
+				if err != nil {
+					return fmt.Errorf("--config: %w", err)
+				}
+				if !cmd.Flags().Changed("api") {
+					api = listenURL(cfg.Listen)
+				}
+				token = apiToken(token, cfg)
+			} else {
+				token = apiToken(token, controller.Config{})
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(api, "/")+"/api/approve/"+url.PathEscape(args[0]), nil)
+			if err != nil {
+				return fmt.Errorf("--api: %w", err)
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return fmt.Errorf("--api: %w", err)
 			}
 			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 			if resp.StatusCode != http.StatusOK {
-				return errors.New(string(b))
+				return fmt.Errorf("approve %s: %s: %s", args[0], resp.Status, strings.TrimSpace(string(b)))
 			}
 			cmd.OutOrStdout().Write(b)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&api, "api", "http://127.0.0.1:9470", "the controller's API")
+	cmd.Flags().StringVar(&token, "token", "", "bearer token (default $HEADROOM_TOKEN, then the controller's own token file)")
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the controller's configuration: its listen address and token file")
 	return cmd
+}
+
+// apiToken is the bearer token a client command sends: the flag's, else
+// HEADROOM_TOKEN, else the admin token a controller without api.tokens_file wrote
+// beside its event log (readable only by its owner).
+func apiToken(flag string, cfg controller.Config) string {
+	if flag != "" {
+		return flag
+	}
+	if t := os.Getenv("HEADROOM_TOKEN"); t != "" {
+		return t
+	}
+	if cfg.EventLog != "" && cfg.API.TokensFile == "" {
+		if b, err := os.ReadFile(cfg.EventLog + ".token"); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
 }

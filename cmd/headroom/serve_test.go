@@ -186,6 +186,25 @@ func TestServeAPIWithoutTokensFileMakesAPrivateToken(t *testing.T) {
 	if code := get(""); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d, want 401", code)
 	}
+	// headroom approve finds the same token beside the log and is let in: a VM
+	// with no pending move is then refused by the controller, not by the API.
+	t.Setenv("HEADROOM_TOKEN", "")
+	if got := apiToken("", cfg); got != secret {
+		t.Errorf("apiToken read %q from the token file", got)
+	}
+	approve := func(args ...string) error {
+		cmd := newApproveCmd()
+		cmd.SetArgs(append([]string{"nobody", "--api", srv.URL}, args...))
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		return cmd.Execute()
+	}
+	if err := approve("--token", secret); err == nil || strings.Contains(err.Error(), "401") {
+		t.Errorf("approve with the run's token: %v, want a refusal that is not 401", err)
+	}
+	if err := approve(); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("approve without a token: %v, want 401", err)
+	}
 }
 
 func TestTokenCommand(t *testing.T) {
