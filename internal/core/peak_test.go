@@ -35,6 +35,13 @@ func TestConsolidationLeavesRoomForRecentPeaks(t *testing.T) {
 	if plan := Decide(s, f, p, nil); len(plan.Moves) != 1 {
 		t.Errorf("moves %+v: 3000 + 100 fits, want B emptied", plan.Moves)
 	}
+	// room_for_peaks: false is the bound alone again.
+	f[0].Peak.CPU = 5300
+	off, _ := NewHeadroom("headroom", policy.DefaultHeadroom())
+	off.Cfg.Underload.RoomForPeaks = false
+	if plan := Decide(s, f, off, nil); len(plan.Moves) != 1 {
+		t.Errorf("moves %+v: room_for_peaks off, want B emptied", plan.Moves)
+	}
 }
 
 // Overload relief reads the forecast bound only: a VM leaving a breach goes to a

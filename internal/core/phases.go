@@ -258,7 +258,7 @@ func (c *cycle) underload() {
 	}
 	zU := policy.Z(cfg.Underload.Probability)
 	uctx := c.p.context(st, zU)
-	uctx.Peaks = true // consolidation is optional: no risk a VM has already shown
+	uctx.Peaks = cfg.Underload.RoomForPeaks // optional work takes no risk a VM has already shown
 	type cand struct {
 		h    int
 		util float64

@@ -49,6 +49,10 @@ type UnderloadTrigger struct {
 	Enabled     bool    `yaml:"enabled"`
 	Threshold   float64 `yaml:"threshold"`
 	Probability float64 `yaml:"probability"`
+	// RoomForPeaks: a consolidation target must also have room for any one of
+	// its VMs to return to its last day's peak. Consolidation is optional work,
+	// so it takes no risk a VM has already shown; off trades that for energy.
+	RoomForPeaks bool `yaml:"room_for_peaks"`
 }
 
 // LeadTime: act on a predicted breach only when waiting for the next cycle would let
@@ -156,7 +160,7 @@ func DefaultHeadroom() HeadroomConfig {
 		OverloadByResource: map[string]OverloadTrigger{
 			"mem": {Threshold: 0.9, Probability: 0.2},
 		},
-		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9},
+		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9, RoomForPeaks: true},
 		LeadTime:  LeadTime{Margin: time.Minute},
 		Thrash:    AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
 		Placement: PlacementConfig{
