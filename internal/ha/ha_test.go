@@ -385,6 +385,13 @@ func TestApprovalsAndPendingSharedThroughEtcd(t *testing.T) {
 	if len(snap.Pending)+len(snap.Approved) != 0 {
 		t.Errorf("consumed approval left behind: %+v", snap)
 	}
+	// Nor can the zero term of a node that never led.
+	if err := st.SavePending(ctx, Term{}, map[string]model.MigrationRequest{"v2": m}, nil, nil); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("the zero term's write: %v, want ErrNotLeader", err)
+	}
+	if _, err := st.Begin(ctx, Term{}, Record{VM: "v2", Target: "b"}); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("the zero term's begin: %v, want ErrNotLeader", err)
+	}
 	// A stale term cannot write.
 	stale := term
 	stale.Rev--

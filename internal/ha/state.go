@@ -153,6 +153,10 @@ func DecodeRecord(b []byte) (Record, error) {
 	return r, nil
 }
 
+// valid: a term a node won. The zero Term must never pass the compare: a
+// missing key "" has create revision 0 too.
+func (t Term) valid() bool { return t.Key != "" && t.Rev > 0 }
+
 // leaderCmp holds while term's election key is the one it created: gone once
 // the leader resigned or its lease expired.
 func leaderCmp(t Term) clientv3.Cmp {
@@ -163,6 +167,9 @@ func leaderCmp(t Term) clientv3.Cmp {
 // recorded; it returns the record's revision. Both conditions are checked by
 // etcd in the same transaction that writes the record.
 func (s *State) Begin(ctx context.Context, t Term, rec Record) (int64, error) {
+	if !t.valid() {
+		return 0, ErrNotLeader
+	}
 	k := s.key(kInFlight, rec.VM)
 	v, err := json.Marshal(rec)
 	if err != nil {
@@ -208,6 +215,9 @@ func (s *State) End(ctx context.Context, vm string, rev int64, moved bool, at ti
 func (s *State) SavePending(ctx context.Context, t Term, put map[string]model.MigrationRequest, drop, consumed []string) error {
 	if len(put)+len(drop)+len(consumed) == 0 {
 		return nil
+	}
+	if !t.valid() {
+		return ErrNotLeader
 	}
 	var ops []clientv3.Op
 	for vm, m := range put {
