@@ -53,6 +53,7 @@ func TestByResourceCountsMemoryForEveryVMAndSharesNetwork(t *testing.T) {
 	}
 }
 
+// With 12 samples a VM's 99th percentile is its largest sample.
 func TestBitbrainsHostsHoldTheLargestSingleVMDemand(t *testing.T) {
 	w := twoVMs()
 	w.VMs[1].Disk[5] = 900
