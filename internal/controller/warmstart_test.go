@@ -100,7 +100,7 @@ func (b *backfilling) Backfill(ctx context.Context, vms []hypervisor.VM, step ti
 // TestWarmStartForecastsTheDailyCycle: with a week of backfilled history, the
 // first cycle's forecast follows the daily curve; a cold controller's cannot.
 func TestWarmStartForecastsTheDailyCycle(t *testing.T) {
-	const day = 60 // steps
+	const day = 288 // steps: a day at 5 minutes
 	curve := func(i int) float64 { return 500 + 400*math.Sin(2*math.Pi*float64(i)/day) }
 	run := func(warm bool) (mae float64, log *store.Log, b *backfilling) {
 		d := memory.New(memory.Options{}, hypervisor.Host{ID: "a", PEs: 4, PEMIPS: 1000}, hypervisor.Host{ID: "b", PEs: 4, PEMIPS: 1000})
@@ -120,11 +120,11 @@ func TestWarmStartForecastsTheDailyCycle(t *testing.T) {
 			b = &backfilling{Driver: d, f: curve}
 			drv = b
 		}
-		c, err := New(Config{Interval: time.Minute, ForecastDay: day * time.Minute, Hosts: []HostConfig{{ID: "a", URI: "m://a"}, {ID: "b", URI: "m://b"}}}, drv, log)
+		c, err := New(Config{Interval: 5 * time.Minute, Hosts: []HostConfig{{ID: "a", URI: "m://a"}, {ID: "b", URI: "m://b"}}}, drv, log)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.Advance(time.Minute)
+		d.Advance(5 * time.Minute)
 		cy, err := c.Step(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -136,6 +136,7 @@ func TestWarmStartForecastsTheDailyCycle(t *testing.T) {
 		for s, x := range f {
 			mae += math.Abs(x-curve(s+1)) / float64(len(f))
 		}
+		t.Logf("warm=%v forecast %d steps: %.0f", warm, len(f), f[:min(len(f), 12)])
 		return mae, log, b
 	}
 	warm, log, b := run(true)
@@ -148,7 +149,7 @@ func TestWarmStartForecastsTheDailyCycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(es) != 1 || !strings.HasPrefix(es[0].Message, "backfilled 484 samples of 1 of 1 new VMs") || b.asked != 1 {
+	if len(es) != 1 || !strings.HasPrefix(es[0].Message, "backfilled 2080 samples of 1 of 1 new VMs") || b.asked != 1 {
 		t.Fatalf("warm-start events %+v, backfills %d", es, b.asked)
 	}
 }
