@@ -19,7 +19,7 @@ func TestSourceConfig(t *testing.T) {
 		t.Fatalf("%+v %v", p, err)
 	}
 	for in, want := range map[string]string{
-		"prometheus: {url: 'ftp://p'}\n":                 "c.yaml: prometheus.url:",
+		"prometheus: {url: 'ftp://p'}\n":                  "c.yaml: prometheus.url:",
 		"prometheus: {url: 'http://p', rate_window: 1ms}": "c.yaml: prometheus.rate_window:",
 		"prometheus: {url: 'http://p', nope: 1}":          "c.yaml: yaml:",
 	} {
