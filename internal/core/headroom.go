@@ -48,6 +48,9 @@ func (p *Headroom) Name() string { return p.PolicyName }
 // The room check is capped at maxRoomSteps, the forecast engine's longest
 // horizon: a lab deciding every second with a long cooldown would ask for more.
 func (p *Headroom) HorizonSteps(interval float64) int {
+	if !p.Cfg.Thrash.RoomForCooldown {
+		return p.triggerSteps(interval)
+	}
 	room := min(int(math.Round(p.Cfg.Thrash.Cooldown.Seconds()/interval)), maxRoomSteps)
 	return max(p.triggerSteps(interval), room)
 }

@@ -290,11 +290,15 @@ func TestPlacementFillOverridesTheTriggerLimit(t *testing.T) {
 
 // The room check's forecast length is capped at the engine's longest horizon.
 func TestHorizonStepsCappedForLongCooldowns(t *testing.T) {
-	p := headroomPolicy(t, func(c *policy.HeadroomConfig) { c.Thrash.Cooldown = time.Hour })
+	p := headroomPolicy(t, func(c *policy.HeadroomConfig) { c.Thrash.Cooldown, c.Thrash.RoomForCooldown = time.Hour, true })
 	if got := p.HorizonSteps(2); got != 1024 {
 		t.Errorf("1 h cooldown at 2 s steps: %d forecast steps, want the cap 1024", got)
 	}
 	if got := p.HorizonSteps(300); got != 12 {
 		t.Errorf("1 h cooldown at 300 s steps: %d forecast steps, want 12", got)
+	}
+	p = headroomPolicy(t, func(c *policy.HeadroomConfig) { c.Thrash.Cooldown = time.Hour })
+	if got := p.HorizonSteps(300); got != 6 {
+		t.Errorf("without room_for_cooldown: %d forecast steps, want the horizon's 6", got)
 	}
 }

@@ -150,6 +150,7 @@ func TestTargetsMustHaveRoomForTheCooldown(t *testing.T) {
 	// vm1 goes to C.
 	p := headroomPolicy(t, func(c *policy.HeadroomConfig) {
 		c.Placement.Scorers = []policy.WeightedStep{{Name: "packing", Weight: 1}}
+		c.Thrash.RoomForCooldown = true
 	})
 	if got := p.HorizonSteps(300); got != 12 {
 		t.Fatalf("HorizonSteps(300) = %d, want 12 (the cooldown)", got)

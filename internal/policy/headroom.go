@@ -68,6 +68,10 @@ type AntiThrash struct {
 	Cooldown    time.Duration `yaml:"cooldown"`
 	MaxPerCycle int           `yaml:"max_per_cycle"`
 	CostWatts   float64       `yaml:"cost_watts"`
+	// RoomForCooldown asks a move's target for room over the whole cooldown, not
+	// only the horizon. Off by default: forecasting that far changed when the
+	// live controller acted on a recurring peak (TestPredictedPeakWithoutLab).
+	RoomForCooldown bool `yaml:"room_for_cooldown"`
 }
 
 // PlacementConfig names the placement steps and their weights, in the manner of the
