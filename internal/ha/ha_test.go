@@ -136,8 +136,8 @@ func TestFencedMigrateOnlyByTheLeaderAndOncePerVM(t *testing.T) {
 	lead, follow := Fence(cl, l), Fence(cf, n2)
 	ctx := context.Background()
 	lead.VMs(ctx)
-	if _, err := follow.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, ErrNotLeader) {
-		t.Errorf("a follower's migrate: %v, want ErrNotLeader", err)
+	if _, err := follow.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, ErrNotLeader) || !errors.Is(err, ErrFenced) || !Refused(err) {
+		t.Errorf("a follower's migrate: %v, want ErrNotLeader marked ErrFenced", err)
 	}
 	if cf.n("v1") != 0 {
 		t.Errorf("a follower's migrate reached the driver")
@@ -155,8 +155,8 @@ func TestFencedMigrateOnlyByTheLeaderAndOncePerVM(t *testing.T) {
 	if !ok || rec.Source != "a" || rec.Target != "b" || rec.Leader != "n1" || rec.Rev == 0 {
 		t.Fatalf("record in etcd: %+v (found %v), want v1 a->b by n1", rec, ok)
 	}
-	if _, err := lead.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, ErrInFlight) {
-		t.Errorf("second migrate of v1 in flight: %v, want ErrInFlight", err)
+	if _, err := lead.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, ErrInFlight) || !errors.Is(err, ErrFenced) {
+		t.Errorf("second migrate of v1 in flight: %v, want ErrInFlight marked ErrFenced", err)
 	}
 	if cl.n("v1") != 1 {
 		t.Errorf("%d migrate calls of v1 reached the driver, want 1", cl.n("v1"))
@@ -174,9 +174,10 @@ func TestFencedMigrateOnlyByTheLeaderAndOncePerVM(t *testing.T) {
 	if c, ok := snap.Cooldowns["v1"]; !ok || time.Since(c) > time.Minute {
 		t.Errorf("cooldown of v1: %v %v, want just now", c, ok)
 	}
-	// A refused migrate leaves no record behind.
-	if _, err := lead.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, hypervisor.ErrSameHost) {
-		t.Errorf("migrate v1 onto its own host: %v", err)
+	// A refused migrate leaves no record behind; the driver's refusal is not
+	// the fence's.
+	if _, err := lead.Migrate(ctx, "v1", "b", model.StateTransferOptions{}); !errors.Is(err, hypervisor.ErrSameHost) || Refused(err) {
+		t.Errorf("migrate v1 onto its own host: %v (want the driver's refusal, not the fence's)", err)
 	}
 	snap, _ = lead.State().Read(ctx)
 	if len(snap.InFlight) != 0 {
@@ -250,6 +251,9 @@ func TestPartitionedLeaderStartsNoMigration(t *testing.T) {
 			mctx, cancel := context.WithTimeout(ctx, time.Second)
 			if m, err := fa.Migrate(mctx, "v2", "b", model.StateTransferOptions{}); err == nil {
 				t.Errorf("the partitioned leader started a migration (%s) %.2f s after the cut", m.VM(), time.Since(t0).Seconds())
+			} else if !Refused(err) {
+				// An etcd timeout is the fence's, not the target host's.
+				t.Errorf("the partitioned leader's refusal %v is not marked as the fence's", err)
 			}
 			cancel()
 		}
