@@ -259,3 +259,22 @@ func (c *Controller) notLeading(ctx context.Context) error {
 	}
 	return fmt.Errorf("%w: %s is a follower; ask the leader, %s", ErrNotLeader, c.ha.fence.Node().Name(), name)
 }
+
+// haReject drops a pending move in etcd, from any replica.
+func (c *Controller) haReject(vm, who string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m, err := c.ha.fence.State().Reject(ctx, vm)
+	if err != nil {
+		if errors.Is(err, ha.ErrNotPending) {
+			return fmt.Errorf("%w: no move of %s is awaiting approval", ErrNotPending, vm)
+		}
+		return fmt.Errorf("reject %s: %w", vm, err)
+	}
+	c.mu.Lock()
+	delete(c.pending, vm)
+	delete(c.approved, vm)
+	c.mu.Unlock()
+	c.record(store.Event{Kind: store.Skipped, VM: vm, Target: m.TargetHostID, Message: "rejected by " + who})
+	return nil
+}

@@ -116,6 +116,9 @@ var ErrNotPending = fmt.Errorf("not pending")
 // RejectBy drops the pending move of vm in who's name. A later cycle may
 // propose it again if the host is still at risk.
 func (c *Controller) RejectBy(vm, who string) error {
+	if c.ha != nil { // ha.go: the queue lives in etcd; a local drop would be read back
+		return c.haReject(vm, who)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.pending[vm]

@@ -389,6 +389,22 @@ func TestApprovalsAndPendingSharedThroughEtcd(t *testing.T) {
 	if len(snap.Pending)+len(snap.Approved) != 0 {
 		t.Errorf("consumed approval left behind: %+v", snap)
 	}
+	// A rejection, on any node, drops the pending move and its approval.
+	if err := st.SavePending(ctx, term, map[string]model.MigrationRequest{"v1": m}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Approve(ctx, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Reject(ctx, "v1"); err != nil || got.TargetHostID != "b" {
+		t.Fatalf("reject: %+v %v", got, err)
+	}
+	if snap, _ = st.Read(ctx); len(snap.Pending)+len(snap.Approved) != 0 {
+		t.Errorf("rejected move left behind: %+v", snap)
+	}
+	if _, err := st.Reject(ctx, "v1"); !errors.Is(err, ErrNotPending) {
+		t.Errorf("rejecting a move nobody waits on: %v", err)
+	}
 	// Nor can the zero term of a node that never led.
 	if err := st.SavePending(ctx, Term{}, map[string]model.MigrationRequest{"v2": m}, nil, nil); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("the zero term's write: %v, want ErrNotLeader", err)

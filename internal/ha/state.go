@@ -263,3 +263,24 @@ func (s *State) Approve(ctx context.Context, vm string) (model.MigrationRequest,
 	}
 	return m, nil
 }
+
+// Reject drops vm's pending move and any approval of it; any node may take
+// it. A later cycle of the leader may propose the move again.
+func (s *State) Reject(ctx context.Context, vm string) (model.MigrationRequest, error) {
+	pk := s.key(kPending, vm)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(pk), ">", 0)).
+		Then(clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpDelete(s.key(kApproved, vm))).
+		Commit()
+	if err != nil {
+		return model.MigrationRequest{}, err
+	}
+	if !resp.Succeeded {
+		return model.MigrationRequest{}, fmt.Errorf("%w: %s", ErrNotPending, vm)
+	}
+	var m model.MigrationRequest
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		json.Unmarshal(kvs[0].Value, &m)
+	}
+	return m, nil
+}

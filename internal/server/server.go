@@ -336,7 +336,11 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) {
 func (s *server) reject(w http.ResponseWriter, r *http.Request) {
 	vm := r.PathValue("vm")
 	if err := s.Controller.RejectBy(vm, identity(r).String()); err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if !errors.Is(err, controller.ErrNotPending) {
+			code = http.StatusServiceUnavailable // etcd did not answer
+		}
+		http.Error(w, err.Error(), code)
 		return
 	}
 	reply(w, map[string]string{"rejected": vm, "by": identity(r).Name})
