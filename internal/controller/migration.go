@@ -251,14 +251,15 @@ func (c *Controller) afterMove(vm, host, state, why string, err error) {
 
 // Reconcile settles the migrations the event log leaves open, as a controller
 // does on start: a job libvirt still runs is adopted and followed to its end;
-// otherwise where the VM runs closes the record. A VM whose hosts cannot tell
+// otherwise, and always for a record last left verifying (its job is over),
+// where the VM runs closes the record. A VM whose hosts cannot tell
 // yet is not moved, and asked about again every cycle.
 func (c *Controller) Reconcile(ctx context.Context) error {
 	open, err := c.log.InFlight()
 	if err != nil {
 		return err
 	}
-	for i, e := range open {
+	for _, e := range open {
 		// The record's last state: verifying if a verify event follows its start.
 		later, err := c.log.List(store.Filter{VM: e.VM, Kind: MigrationVerify})
 		if err != nil {
@@ -266,7 +267,6 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 		for _, v := range later {
 			if v.Seq > e.Seq {
-				open[i].State = store.StateVerifying
 				e.State = store.StateVerifying
 			}
 		}
