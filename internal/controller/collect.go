@@ -386,17 +386,23 @@ func (c *Controller) observe(snap *model.Snapshot, stats hypervisor.Stats) []mod
 	}
 	// The dirty rate of each VM where the snapshot has it: a migration target's
 	// incoming copy measures nothing.
+	// The last sample of each VM on each host: its dirty rate, and whether it
+	// has an interval (not the whole sample: 100,000 of them are 20 MB).
 	type onHost struct{ vm, host string }
-	measured := make(map[onHost]hypervisor.VMStats, len(stats.VMs))
+	type dirtyRate struct {
+		mibps float64
+		rated bool
+	}
+	measured := make(map[onHost]dirtyRate, len(stats.VMs))
 	for _, vs := range stats.VMs {
-		measured[onHost{vs.VM, vs.Host}] = vs
+		measured[onHost{vs.VM, vs.Host}] = dirtyRate{vs.DirtyMiBps, vs.Interval > 0}
 	}
 	for _, v := range snap.VMs {
 		if v.Host < 0 {
 			continue
 		}
-		if vs, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && vs.Interval > 0 {
-			c.dirty.VM(v.ID).Observe(model.CPU, vs.DirtyMiBps)
+		if d, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && d.rated {
+			c.dirty.VM(v.ID).Observe(model.CPU, d.mibps)
 		}
 	}
 	return forecasts

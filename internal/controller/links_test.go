@@ -1,11 +1,17 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/headroom/headroom/internal/hypervisor"
+	"github.com/headroom/headroom/internal/hypervisor/memory"
 	"github.com/headroom/headroom/internal/model"
+	"github.com/headroom/headroom/internal/store"
 	"github.com/headroom/headroom/internal/transfer"
 )
 
@@ -65,5 +71,52 @@ func TestSlowestLinksMatchesAllPairs(t *testing.T) {
 				t.Fatalf("trial %d (%d hosts, %d pairs set): host %d (%s): %+v, want %+v", trial, n, pairs, i, hosts[i].ID, got[i], want[i])
 			}
 		}
+	}
+}
+
+// gatedDriver checks, when a migration is asked for, that the event log
+// already holds the VM's decision and start: written in one transaction with
+// other events (eventBatch), they must still be on disk before the step.
+type gatedDriver struct {
+	*memory.Driver
+	t      *testing.T
+	log    *store.Log
+	starts int
+}
+
+func (g *gatedDriver) Migrate(ctx context.Context, vm, target string, o model.StateTransferOptions) (hypervisor.Migration, error) {
+	g.starts++
+	es, err := g.log.List(store.Filter{VM: vm})
+	if err != nil {
+		g.t.Error(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Kind+":"+e.State)
+	}
+	if want := store.Decision + ":" + store.StatePlanned + " " + store.MigrationStart + ":" + store.StateStarted; !strings.HasSuffix(strings.Join(got, " "), want) {
+		g.t.Errorf("migration of %s asked for with its events %v; want them to end %q", vm, got, want)
+	}
+	return g.Driver.Migrate(ctx, vm, target, o)
+}
+
+func TestBatchedEventsPrecedeTheirSteps(t *testing.T) {
+	c, d, log := lab(t, Auto, 0.9)
+	c.cfg.MaxPerHost = 3
+	g := &gatedDriver{Driver: d, t: t, log: log}
+	c.drv = g
+	cy, err := c.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.starts == 0 || len(cy.Started) == 0 {
+		t.Fatalf("no migration started (plan %+v); the test checks nothing", cy.Plan.Moves)
+	}
+	d.Advance(time.Minute)
+	c.Wait()
+	// Every decision of the cycle is in the log, one per move.
+	dec, _ := log.List(store.Filter{Kind: store.Decision})
+	if len(dec) != len(cy.Plan.Moves) {
+		t.Errorf("%d decisions logged for %d moves", len(dec), len(cy.Plan.Moves))
 	}
 }
