@@ -31,10 +31,30 @@ func PowerDelta(st *cluster.State, v, h int) float64 {
 
 // Find returns the best host for v, or -1. Ties go to the lowest host index.
 func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
+	return p.find(st, v, excluded, true)
+}
+
+// find is Find; with skipEmpty it looks at only the first empty host of each class
+// (see hostClass), which finds the same host as looking at them all.
+func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) int {
 	best, bestDelta := -1, math.MaxFloat64
+	var classes []int32
+	var seen []bool
+	if skipEmpty {
+		var n int
+		classes, n = hostClasses(st)
+		seen = make([]bool, n)
+	}
 	for h := range st.Snap.Hosts {
 		if excluded != nil && excluded[h] {
 			continue
+		}
+		if classes != nil && len(st.VMs(h)) == 0 {
+			if k := classes[h]; seen[k] {
+				continue
+			} else {
+				seen[k] = true
+			}
 		}
 		if !st.Suitable(v, h) {
 			continue
