@@ -118,6 +118,13 @@ func TestSkippingEmptyHostsChoosesAsTheFullScan(t *testing.T) {
 			if got >= 0 {
 				differ++
 			}
+			for h := range st.Snap.Hosts {
+				if st.Suitable(v, h) {
+					if f, d := powerDeltaFloor(st, v, h), PowerDelta(st, v, h); f > d {
+						t.Fatalf("case %d vm %d host %d: power rise floor %g above the rise %g", i, v, h, f, d)
+					}
+				}
+			}
 			// Place it now and then, so later selections see hosts fill and empty.
 			if got >= 0 && st.HostOf(v) < 0 && rng.IntN(2) == 0 {
 				st.Add(v, got)
