@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // A backfill's answers are large (a week for 10,000 VMs is tens of millions
@@ -178,9 +179,13 @@ func (d *decoder) points(fn func(ms int64, v float64)) error {
 		if err != nil {
 			return err
 		}
-		t, err := strconv.ParseFloat(string(num), 64)
-		if err != nil || math.IsNaN(t) || math.Abs(t) > 1e13 {
-			return d.fail("bad timestamp")
+		ms, ok := fastMillis(num)
+		if !ok {
+			t, err := strconv.ParseFloat(string(num), 64)
+			if err != nil || math.Abs(t) > 1e13 {
+				return d.fail("bad timestamp")
+			}
+			ms = int64(math.Round(t * 1000))
 		}
 		if err := d.expect(','); err != nil {
 			return err
@@ -200,7 +205,7 @@ func (d *decoder) points(fn func(ms int64, v float64)) error {
 			return err
 		}
 		if fn != nil {
-			fn(int64(math.Round(t*1000)), v)
+			fn(ms, v)
 		}
 		return nil
 	})
@@ -311,7 +316,25 @@ func (d *decoder) rawStr() ([]byte, bool, error) {
 			return d.b[start : d.i-1], esc, nil
 		case c == '\\':
 			esc = true
-			d.i += 2
+			if d.i+1 >= len(d.b) {
+				return nil, false, d.fail("unterminated string")
+			}
+			switch d.b[d.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				d.i += 2
+			case 'u':
+				if d.i+6 > len(d.b) {
+					return nil, false, d.fail("unterminated string")
+				}
+				for _, h := range d.b[d.i+2 : d.i+6] {
+					if !strings.ContainsRune("0123456789abcdefABCDEF", rune(h)) {
+						return nil, false, d.fail("bad \\u escape")
+					}
+				}
+				d.i += 6
+			default:
+				return nil, false, d.fail("bad escape")
+			}
 		case c < 0x20:
 			return nil, false, d.fail("control character in a string")
 		default:
@@ -339,19 +362,41 @@ func (d *decoder) str() (string, error) {
 	return s, nil
 }
 
+// number reads a JSON number, strictly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
 func (d *decoder) number() ([]byte, error) {
 	d.ws()
 	start := d.i
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
+	digits := func() int {
+		n := 0
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
 			d.i++
-			continue
+			n++
 		}
-		break
+		return n
 	}
-	if d.i == start {
+	if d.i < len(d.b) && d.b[d.i] == '-' {
+		d.i++
+	}
+	switch {
+	case d.i < len(d.b) && d.b[d.i] == '0':
+		d.i++
+	case digits() == 0:
 		return nil, d.fail("expected a number")
+	}
+	if d.i < len(d.b) && d.b[d.i] == '.' {
+		d.i++
+		if digits() == 0 {
+			return nil, d.fail("bad number")
+		}
+	}
+	if d.i < len(d.b) && (d.b[d.i] == 'e' || d.b[d.i] == 'E') {
+		d.i++
+		if d.i < len(d.b) && (d.b[d.i] == '+' || d.b[d.i] == '-') {
+			d.i++
+		}
+		if digits() == 0 {
+			return nil, d.fail("bad number")
+		}
 	}
 	return d.b[start:d.i], nil
 }
@@ -382,13 +427,38 @@ func (d *decoder) skip() error {
 	case c == 'n':
 		return d.lit("null")
 	default:
-		n, err := d.number()
-		if err != nil {
-			return err
-		}
-		if _, err := strconv.ParseFloat(string(n), 64); err != nil {
-			return d.fail("bad number")
-		}
-		return nil
+		_, err := d.number()
+		return err
 	}
+}
+
+// fastMillis reads Prometheus' usual timestamps, seconds with at most three
+// decimals, as milliseconds; anything else is left to ParseFloat.
+func fastMillis(b []byte) (int64, bool) {
+	var ms int64
+	i := 0
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		ms = ms*10 + int64(b[i]-'0')
+	}
+	if i == 0 || i > 11 {
+		return 0, false
+	}
+	frac := 0
+	if i < len(b) && b[i] == '.' {
+		i++
+		for ; i < len(b) && b[i] >= '0' && b[i] <= '9' && frac < 3; i++ {
+			ms = ms*10 + int64(b[i]-'0')
+			frac++
+		}
+		if frac == 0 {
+			return 0, false
+		}
+	}
+	if i != len(b) {
+		return 0, false
+	}
+	for ; frac < 3; frac++ {
+		ms *= 10
+	}
+	return ms, true
 }
