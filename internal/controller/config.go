@@ -78,6 +78,9 @@ type Config struct {
 	Prometheus SourceConfig `yaml:"prometheus"`
 	// HA runs several replicas on etcd, one acting (haconfig.go).
 	HA HAConfig `yaml:"ha"`
+	// Groups puts VMs in the policy file's groups by name: group -> glob
+	// patterns (groups.go).
+	Groups map[string][]string `yaml:"groups"`
 }
 
 // HostConfig is one libvirt host.
@@ -182,6 +185,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.HA.validate(); err != nil {
+		return err
+	}
+	if err := validateGroups(c.Groups); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

@@ -56,6 +56,10 @@ type Controller struct {
 	wg           sync.WaitGroup
 	// ha is set when the controller is one of several replicas (ha.go).
 	ha *haState
+	// groups map VM names to policy groups (groups.go).
+	groups *groupMap
+	// appendHook, if set, writes events instead of the log (tests: a full disk).
+	appendHook func(store.Event) (store.Event, error)
 }
 
 // New builds a controller. The policy comes from cfg.Policy.
@@ -80,25 +84,51 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now,
+	groups, err := newGroupMap(cfg.Groups, pol)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, drv: drv, pol: pol, log: log, eng: eng, dirty: dirty, start: time.Now(), now: time.Now, groups: groups,
 		chooser: transfer.NewChooser(transfer.DefaultModel()), links: transfer.NewEstimates(transfer.DefaultLinkConfig()),
 		inflight: map[string]hypervisor.Migration{}, pending: map[string]model.MigrationRequest{},
 		approved: map[string]bool{}, lastMove: map[string]time.Time{}, lastRates: map[string]model.Resources{},
 		hosts: map[string]*hostHealth{}, failures: map[string]*vmFailures{}, unsettled: map[string]store.Event{}}, nil
 }
 
-func (c *Controller) record(e store.Event) {
+// record appends e to the event log. A failed write is counted (the
+// event-log-error metric) and printed; the error is returned so that a step
+// gated on its record (a plan, an approval, a start) is not taken: a move the
+// log does not know of would be one a restart cannot adopt.
+func (c *Controller) record(e store.Event) error {
 	if e.Mode == "" {
 		e.Mode = string(c.currentMode()) // view.go: a mode set through the API
 	}
 	if e.Time.IsZero() {
 		e.Time = c.now()
 	}
-	if _, err := c.log.Append(e); err != nil {
+	add := c.log.Append
+	if c.appendHook != nil {
+		add = c.appendHook
+	}
+	if _, err := add(e); err != nil {
 		eventLogErrors.Add(1) // view.go; exported as a metric
 		// The log is how operators learn what happened; losing it is worth a loud line.
-		fmt.Printf("headroom: event log: %v\n", err)
+		fmt.Printf("headroom: event log: %s %s not written: %v\n", e.Kind, e.VM, err)
+		return err
 	}
+	return nil
+}
+
+// gate records e, the record a step needs first; if the write fails it says
+// which step is skipped and why, and reports false. The step is decided again
+// next cycle, so moves resume by themselves once the log can be written.
+func (c *Controller) gate(e store.Event, step string) bool {
+	err := c.record(e)
+	if err != nil {
+		fmt.Printf("headroom: %s of %s skipped: its %s record could not be written to the event log (%v); retried next cycle\n",
+			step, e.VM, e.State, err)
+	}
+	return err == nil
 }
 
 func unjoin(err error) []error {
@@ -272,6 +302,7 @@ func (c *Controller) decorate(snap *model.Snapshot, inflight map[string]hypervis
 			h.Power[k] = hc.IdleWatts + (hc.MaxWatts-hc.IdleWatts)*float64(k)/10
 		}
 	}
+	c.assignGroups(snap) // groups.go
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range snap.VMs {
@@ -325,7 +356,9 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 		m.StateTransferOptions = c.options(snap, *m)
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
 		r := m.Reason
-		c.record(store.Event{Kind: store.Decision, State: store.StatePlanned, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions})
+		if !c.gate(store.Event{Kind: store.Decision, State: store.StatePlanned, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions}, "the move") {
+			continue
+		}
 		switch c.cfg.Mode {
 		case DryRun:
 			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "dry-run: would migrate"})
@@ -451,7 +484,7 @@ func (c *Controller) Pending() []model.MigrationRequest {
 // still wants it.
 func (c *Controller) ApproveVM(vm string) error {
 	if c.ha != nil { // ha.go: approvals live in etcd
-		return c.haApprove(vm)
+		return c.haApprove(vm, "")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -459,8 +492,10 @@ func (c *Controller) ApproveVM(vm string) error {
 	if !ok {
 		return fmt.Errorf("no move of %s is awaiting approval", vm)
 	}
+	if err := c.record(store.Event{Kind: store.Approved, State: store.StateApproved, VM: vm, Target: m.TargetHostID}); err != nil {
+		return fmt.Errorf("approve %s: not approved: the event log cannot be written: %w", vm, err)
+	}
 	c.approved[vm] = true
-	c.record(store.Event{Kind: store.Approved, State: store.StateApproved, VM: vm, Target: m.TargetHostID})
 	return nil
 }
 

@@ -37,6 +37,9 @@ func (c *Controller) drainRound(ctx context.Context, host string) (drained, erro
 	if !ok {
 		return drained{}, fmt.Errorf("drain needs the headroom policy, not %s", c.pol.Name())
 	}
+	if err := c.notLeading(ctx); err != nil {
+		return drained{}, fmt.Errorf("drain %s: %w", host, err)
+	}
 	inflight := c.inflightNow()
 	snap, err := c.measured(ctx)
 	if err != nil {

@@ -215,19 +215,47 @@ func (c *Controller) haSave(ctx context.Context) {
 
 // haApprove takes an approval on any replica: etcd holds it until the leader
 // starts the move.
-func (c *Controller) haApprove(vm string) error {
+// etcd is where the approval is durable (every replica reads it there); the
+// local log records it after.
+func (c *Controller) haApprove(vm, who string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	m, err := c.ha.fence.State().Approve(ctx, vm)
 	if err != nil {
 		if errors.Is(err, ha.ErrNotPending) {
-			return fmt.Errorf("no move of %s is awaiting approval", vm)
+			return fmt.Errorf("%w: no move of %s is awaiting approval", ErrNotPending, vm)
 		}
 		return fmt.Errorf("approve %s: %w", vm, err)
 	}
 	c.mu.Lock()
 	c.approved[vm] = true
 	c.mu.Unlock()
-	c.record(store.Event{Kind: store.Approved, State: "approved", VM: vm, Target: m.TargetHostID})
+	e := store.Event{Kind: store.Approved, State: store.StateApproved, VM: vm, Target: m.TargetHostID}
+	if who != "" {
+		e.Message = "approved by " + who
+	}
+	c.record(e)
 	return nil
+}
+
+// ErrNotLeader is returned for an action only the leader takes (a drain) asked
+// of a follower; the API answers it 409 Conflict.
+var ErrNotLeader = ha.ErrNotLeader
+
+// notLeading is nil when this controller acts (no HA, or the leader), else an
+// ErrNotLeader that names the leader if etcd says who it is.
+func (c *Controller) notLeading(ctx context.Context) error {
+	if c.Leading() {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	name, err := c.ha.fence.Node().Leader(lctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %s is a follower and the leader is not known (%v); ask the leader", ErrNotLeader, c.ha.fence.Node().Name(), err)
+	case name == "":
+		return fmt.Errorf("%w: %s is a follower and no replica leads now; try again", ErrNotLeader, c.ha.fence.Node().Name())
+	}
+	return fmt.Errorf("%w: %s is a follower; ask the leader, %s", ErrNotLeader, c.ha.fence.Node().Name(), name)
 }

@@ -2,16 +2,25 @@ package controller
 
 // The migration state machine. Every move goes
 //
-//	planned -> [approved] -> started -> completed | failed | aborted | needs-attention
+//	planned -> [approved] -> started -> verifying -> completed | failed | aborted | needs-attention
 //
 // and each state is in the event log before the step it names is taken: the
 // decision (planned) before the move is queued, the approval (approve mode)
-// before it may start, the start before the hypervisor is asked. A controller
-// killed at any point therefore restarts knowing every move that may be running,
-// and adopts it (Reconcile) instead of starting it again. A move whose outcome is
-// not known (needs-attention: the job ended but a host that would say where the
-// VM runs is silent) keeps its record open and its VM in place until the hosts
-// tell, in this run or the next.
+// before it may start, the start before the hypervisor is asked, verifying
+// once the job has ended and before where the VM runs decides the outcome. A
+// planned, approved or started record that cannot be written stops its step
+// (gate): a full disk delays moves, it never makes one the log does not know.
+// A controller killed at any point therefore restarts knowing every move that
+// may be running, and adopts it (Reconcile) instead of starting it again: a
+// start with no later state is adopted if the hypervisor still runs the job; a
+// verifying one (the job is over) is closed by where the VM runs. A move
+// whose outcome is not known (needs-attention: the job ended but a host that
+// would say where the VM runs is silent), or whose end could not be written,
+// keeps its record open and its VM in place until it is settled, in this run
+// or the next. A fencing refusal (HA: not the leader, a move already recorded
+// in etcd) ends the record aborted and blames neither host nor VM.
+//
+// README-section-machine.md has the transitions as a table.
 
 import (
 	"context"
@@ -20,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/headroom/headroom/internal/ha"
 	"github.com/headroom/headroom/internal/hypervisor"
 	"github.com/headroom/headroom/internal/model"
 	"github.com/headroom/headroom/internal/store"
@@ -31,13 +41,24 @@ import (
 func (c *Controller) begin(ctx context.Context, m model.MigrationRequest, src string) bool {
 	vm, target := m.VMInstanceID, m.TargetHostID
 	opts := m.StateTransferOptions
-	c.record(store.Event{Kind: store.MigrationStart, State: store.StateStarted, VM: vm, Source: src, Target: target, Options: &opts})
+	start := store.Event{Kind: store.MigrationStart, State: store.StateStarted, VM: vm, Source: src, Target: target, Options: &opts}
+	if !c.gate(start, "the migration") {
+		return false
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CollectTimeout)
 	mig, err := c.drv.Migrate(sctx, vm, target, opts)
 	cancel()
+	if err != nil && ha.Refused(err) {
+		// Fencing said no before the hypervisor was asked: not a failure of
+		// the host or the VM, so neither backs off.
+		fmt.Printf("headroom: migration of %s not started: %v\n", vm, err)
+		c.closeRecord(store.Event{Kind: store.MigrationEnd, State: store.StateAborted, VM: vm, Source: src, Target: target,
+			Error: err.Error(), Message: "not started: refused by the HA fence (not a host or VM failure)"}, start)
+		return false
+	}
 	if err != nil {
-		c.record(store.Event{Kind: store.MigrationEnd, State: store.StateFailed, VM: vm, Source: src, Target: target,
-			Error: err.Error(), Message: "migration refused"})
+		c.closeRecord(store.Event{Kind: store.MigrationEnd, State: store.StateFailed, VM: vm, Source: src, Target: target,
+			Error: err.Error(), Message: "migration refused"}, start)
 		c.afterMove(vm, blamed(err, target), store.StateFailed, err.Error(), err)
 		return false
 	}
@@ -114,8 +135,31 @@ func (c *Controller) follow(mig hypervisor.Migration, deadline time.Time, opts *
 				Message: fmt.Sprintf("the job has not ended since the abort (%s); the VM is not moved until it does", why)})
 		}
 	}
+	// The job is over; its outcome rests on where the VM runs now. Recorded
+	// first, so that a restart from here asks that and adopts no job.
+	c.record(store.Event{Kind: MigrationVerify, State: store.StateVerifying, VM: mig.VM(), Source: mig.Source(), Target: mig.Target(),
+		Message: "the job has ended; checking where the VM runs"})
 	res, err := mig.Wait(context.Background())
 	c.finish(mig, res, err, why, postcopy, opts)
+}
+
+// MigrationVerify is the event kind of the verifying state: a migration's job
+// has ended and where its VM runs is being checked. It leaves the record open
+// (store.Log.InFlight ignores it); Reconcile reads it to skip adopting a job.
+const MigrationVerify = "migration-verify"
+
+// closeRecord writes e, a record's final state. If the write fails, the move
+// is kept unsettled (open is its start, as the log has it): the VM is not
+// moved again, and each cycle closes the record anew by where the VM runs,
+// until the log takes it.
+func (c *Controller) closeRecord(e, open store.Event) {
+	if c.record(e) == nil {
+		return
+	}
+	open.State = store.StateVerifying // no job runs any more
+	c.mu.Lock()
+	c.unsettled[e.VM] = open
+	c.mu.Unlock()
 }
 
 // outcome is the final state of a migration that ended with res and err.
@@ -172,11 +216,12 @@ func (c *Controller) finish(mig hypervisor.Migration, res hypervisor.Result, err
 	if err == nil {
 		c.links.Learn(transfer.Pair{Source: mig.Source(), Target: mig.Target()}, mig.Options(), transfer.MeasuredFrom(res))
 	}
-	c.record(e)
+	open := store.Event{Kind: store.MigrationStart, State: store.StateVerifying, VM: mig.VM(), Source: mig.Source(), Target: mig.Target(), Options: e.Options}
+	written := c.record(e) == nil
 	c.mu.Lock()
 	delete(c.inflight, mig.VM())
-	if state == store.StateNeedsAttention {
-		c.unsettled[mig.VM()] = store.Event{Kind: store.MigrationStart, VM: mig.VM(), Source: mig.Source(), Target: mig.Target(), Options: e.Options}
+	if state == store.StateNeedsAttention || !written {
+		c.unsettled[mig.VM()] = open
 	}
 	c.mu.Unlock()
 	msg := e.Error
@@ -213,7 +258,18 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range open {
+	for i, e := range open {
+		// The record's last state: verifying if a verify event follows its start.
+		later, err := c.log.List(store.Filter{VM: e.VM, Kind: MigrationVerify})
+		if err != nil {
+			return err
+		}
+		for _, v := range later {
+			if v.Seq > e.Seq {
+				open[i].State = store.StateVerifying
+				e.State = store.StateVerifying
+			}
+		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.CollectTimeout)
 		ok, why := c.settle(sctx, e)
 		cancel()
@@ -249,7 +305,12 @@ func (c *Controller) settleUnsettled(ctx context.Context) {
 // record is closed by where the VM runs. It reports false, with why, when the
 // hosts cannot tell yet.
 func (c *Controller) settle(ctx context.Context, e store.Event) (bool, string) {
-	mig, err := c.drv.Adopt(ctx, e.VM, e.Target)
+	// A verifying record's job is over: where the VM runs settles it. Adopting
+	// could only find a job started since, which is not this record's.
+	mig, err := hypervisor.Migration(nil), error(hypervisor.ErrNoMigration)
+	if e.State != store.StateVerifying {
+		mig, err = c.drv.Adopt(ctx, e.VM, e.Target)
+	}
 	if err == nil {
 		c.record(store.Event{Kind: store.Reconciled, State: store.StateAdopted, VM: e.VM, Source: e.Source, Target: e.Target,
 			Message: "the hypervisor still runs the job; following it to its end"})
@@ -284,7 +345,14 @@ func (c *Controller) settle(ctx context.Context, e store.Event) (bool, string) {
 	default:
 		ev.State, ev.Message = "elsewhere", "no job runs; found on "+loc.Host
 	}
-	c.record(ev)
+	if c.record(ev) != nil {
+		// Not closed in the log: keep the VM in place and try next cycle.
+		c.mu.Lock()
+		e.State = store.StateVerifying
+		c.unsettled[e.VM] = e
+		c.mu.Unlock()
+		return true, ""
+	}
 	c.mu.Lock()
 	delete(c.unsettled, e.VM)
 	if ev.State == store.StateCompleted {

@@ -93,14 +93,20 @@ func (c *Controller) Moves() []Move {
 // ApproveBy approves the pending move of vm in who's name; the next cycle starts
 // it if the plan still wants it.
 func (c *Controller) ApproveBy(vm, who string) error {
+	if c.ha != nil { // ha.go: approvals live in etcd, taken on any replica
+		return c.haApprove(vm, who)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.pending[vm]
 	if !ok {
 		return fmt.Errorf("%w: no move of %s is awaiting approval", ErrNotPending, vm)
 	}
+	// The approval is in the log before it can start anything.
+	if err := c.record(store.Event{Kind: store.Approved, State: store.StateApproved, VM: vm, Target: m.TargetHostID, Message: "approved by " + who}); err != nil {
+		return fmt.Errorf("approve %s: not approved: the event log cannot be written: %w", vm, err)
+	}
 	c.approved[vm] = true
-	c.record(store.Event{Kind: store.Approved, VM: vm, Target: m.TargetHostID, Message: "approved by " + who})
 	return nil
 }
 

@@ -11,6 +11,18 @@ import (
 	"github.com/headroom/headroom/internal/model"
 )
 
+// ErrFenced marks a Migrate the fence did not let through: not leading, a
+// move of the VM already recorded (ErrInFlight), or etcd not answering the
+// fencing write. The driver was not called, so it says nothing about a host or
+// a VM and must not count against them.
+var ErrFenced = errors.New("ha: not started by the fence")
+
+// Refused reports whether err is a fencing refusal rather than a hypervisor's
+// failure.
+func Refused(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrInFlight)
+}
+
 // Fenced is a hypervisor.Driver whose Migrate starts a move only for the leader:
 // it first records the move in etcd in a transaction that holds only while this
 // node's election key exists, then calls the driver. Every other method is the
@@ -56,7 +68,7 @@ func (f *Fenced) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 func (f *Fenced) Migrate(ctx context.Context, vm, target string, opts model.StateTransferOptions) (hypervisor.Migration, error) {
 	t, ok := f.node.Leading()
 	if !ok {
-		return nil, ErrNotLeader
+		return nil, fmt.Errorf("%w: %w", ErrFenced, ErrNotLeader)
 	}
 	f.mu.Lock()
 	src := f.hostOf[vm]
@@ -67,13 +79,13 @@ func (f *Fenced) Migrate(ctx context.Context, vm, target string, opts model.Stat
 	rev, err := f.state.Begin(tctx, t, rec)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("fenced migrate of %s: %w", vm, err)
+		return nil, fmt.Errorf("fenced migrate of %s: %w: %w", vm, ErrFenced, err)
 	}
 	if _, ok := f.node.Leading(); !ok {
 		// The lease ran short while etcd answered: do not start. The record is
 		// closed here if etcd can be reached, else by the next leader.
 		f.end(vm, rev, false)
-		return nil, fmt.Errorf("fenced migrate of %s: %w (lease ran out during the write)", vm, ErrNotLeader)
+		return nil, fmt.Errorf("fenced migrate of %s: %w: %w (lease ran out during the write)", vm, ErrFenced, ErrNotLeader)
 	}
 	m, err := f.Driver.Migrate(ctx, vm, target, opts)
 	if err != nil {

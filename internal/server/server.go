@@ -322,7 +322,12 @@ func (s *server) pending(r *http.Request) []model.MigrationRequest {
 func (s *server) approve(w http.ResponseWriter, r *http.Request) {
 	vm := r.PathValue("vm")
 	if err := s.Controller.ApproveBy(vm, identity(r).String()); err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if !errors.Is(err, controller.ErrNotPending) {
+			// Not recorded (event log or etcd): the approval did not take.
+			code = http.StatusServiceUnavailable
+		}
+		http.Error(w, err.Error(), code)
 		return
 	}
 	reply(w, map[string]string{"approved": vm, "by": identity(r).Name})
@@ -357,7 +362,12 @@ func (s *server) setMode(w http.ResponseWriter, r *http.Request) {
 func (s *server) drain(w http.ResponseWriter, r *http.Request) {
 	plan, err := s.Controller.DrainBy(r.Context(), r.PathValue("host"), identity(r).String())
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		code := http.StatusBadRequest
+		if errors.Is(err, controller.ErrNotLeader) {
+			// Another replica acts; the message names it.
+			code = http.StatusConflict
+		}
+		http.Error(w, err.Error(), code)
 		return
 	}
 	reply(w, plan)
