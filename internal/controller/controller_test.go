@@ -110,7 +110,7 @@ func TestAutoMigratesOffTheOverloadedHostAndLogsIt(t *testing.T) {
 		t.Errorf("%s still on a", vm)
 	}
 	got := kinds(t, log, vm)
-	want := []string{store.Decision, store.MigrationStart, store.MigrationEnd}
+	want := []string{store.Decision, store.MigrationStart, MigrationVerify, store.MigrationEnd}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("events of %s: %v, want %v", vm, got, want)
 	}
