@@ -238,3 +238,7 @@ func Fill(path string) (int64, error) {
 		}
 	}
 }
+
+// LogTail is the end of h's libvirtd log (warnings and errors), for a test
+// failure's report.
+func LogTail(h Host, n int) string { return tail(filepath.Join(h.Dir, "log", "libvirtd.log"), n) }
