@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/headroom/headroom/internal/controller"
+	"github.com/headroom/headroom/internal/ha/etcdtest"
 	"github.com/headroom/headroom/internal/hypervisor"
 	"github.com/headroom/headroom/internal/hypervisor/libvirt"
 	"github.com/headroom/headroom/internal/lab"
@@ -240,6 +241,11 @@ type ctl struct {
 // so that draining mover's host moves mover to dst and nothing else. It
 // reconciles the log first, as a starting controller does.
 func (cp *campaign) newCtl(mode controller.Mode, mover string, dst ...string) *ctl {
+	return cp.newCtlOn(cp.log, mode, controller.HAConfig{}, mover, dst...)
+}
+
+// newCtlOn is newCtl on log, with an ha section (a replica: call UseHA).
+func (cp *campaign) newCtlOn(log *store.Log, mode controller.Mode, hc controller.HAConfig, mover string, dst ...string) *ctl {
 	t := cp.t
 	k := &killable{l: cp.l}
 	x := &ctl{k: k}
@@ -258,11 +264,11 @@ func (cp *campaign) newCtl(mode controller.Mode, mover string, dst ...string) *c
 	}
 	cfg := controller.Config{Interval: 2 * time.Second, Mode: mode, Policy: cp.policy, Rules: rules,
 		MaxBandwidthMiBps: moveMiBps, CollectTimeout: collectTimeout, StallTimeout: stallTimeout,
-		MigrationTimeout: 2 * time.Minute, HostCooldown: 4 * time.Second, FailureBackoff: time.Second, EventLog: cp.logPath}
+		MigrationTimeout: 2 * time.Minute, HostCooldown: 4 * time.Second, FailureBackoff: time.Second, EventLog: cp.logPath, HA: hc}
 	for _, h := range cp.l.Hosts {
 		cfg.Hosts = append(cfg.Hosts, controller.HostConfig{ID: h.ID, URI: h.URI()})
 	}
-	c, err := controller.New(cfg, x.w, cp.log)
+	c, err := controller.New(cfg, x.w, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -643,6 +649,7 @@ func (cp *campaign) lastSeq() uint64 {
 func TestFaultCampaign(t *testing.T) {
 	l := lab.Shared(t)
 	tStart := time.Now()
+	etcd := etcdtest.Start(t) // for the leader-lost faults
 	dir := filepath.Join(t.TempDir(), "log")
 	unmount, err := lab.TinyFS(context.Background(), dir, 32)
 	if err != nil {
@@ -698,6 +705,27 @@ func TestFaultCampaign(t *testing.T) {
 	}()
 	t.Logf("guests up after %v", time.Since(tStart).Round(time.Second))
 
+	// The summary, even when a fault stops the campaign (t.Fatal).
+	defer func() {
+		kinds := map[string]int{}
+		for _, r := range cp.rows {
+			kinds[r.kind]++
+		}
+		var ks []string
+		for k, n := range kinds {
+			ks = append(ks, fmt.Sprintf("%s=%d", k, n))
+		}
+		sort.Strings(ks)
+		fmt.Printf("FAULTS injected=%d kinds=%d lost=%d duplicates=%d breaches=%d unfinished=%d\n",
+			len(cp.rows), len(kinds), cp.lost, cp.dups, cp.breaches, cp.unfinished)
+		t.Logf("by kind: %s; unserved=%d libvirtd-crashes=%d; campaign took %v", strings.Join(ks, " "), cp.unserved, cp.crashes, time.Since(tStart).Round(time.Second))
+		if len(cp.rows) < 20 || len(kinds) < 6 {
+			t.Errorf("%d faults of %d kinds, want at least 20 of 6", len(cp.rows), len(kinds))
+		}
+		if cp.lost+cp.dups+cp.breaches+cp.unfinished+cp.unserved > 0 {
+			t.Errorf("lost=%d duplicates=%d breaches=%d unfinished=%d unserved=%d, want all 0", cp.lost, cp.dups, cp.breaches, cp.unfinished, cp.unserved)
+		}
+	}()
 	// A fault that breaks an invariant is reported and the campaign goes on:
 	// check() measures the state each fault leaves, whatever came before.
 	step := func(name string, f func()) { f() }
@@ -719,25 +747,9 @@ func TestFaultCampaign(t *testing.T) {
 	step("disk-full", func() { cp.faultDiskFull(true) })
 	step("host-vanished", func() { cp.faultVanished(true) })
 	step("host-vanished", func() { cp.faultVanished(false) })
+	step("leader-lost", func() { cp.faultLeaderLost(etcd, 1) })
+	step("leader-lost", func() { cp.faultLeaderLost(etcd, 2) })
 
-	kinds := map[string]int{}
-	for _, r := range cp.rows {
-		kinds[r.kind]++
-	}
-	var ks []string
-	for k, n := range kinds {
-		ks = append(ks, fmt.Sprintf("%s=%d", k, n))
-	}
-	sort.Strings(ks)
-	fmt.Printf("FAULTS injected=%d kinds=%d lost=%d duplicates=%d breaches=%d unfinished=%d\n",
-		len(cp.rows), len(kinds), cp.lost, cp.dups, cp.breaches, cp.unfinished)
-	t.Logf("by kind: %s; unserved=%d libvirtd-crashes=%d; campaign took %v", strings.Join(ks, " "), cp.unserved, cp.crashes, time.Since(tStart).Round(time.Second))
-	if len(cp.rows) < 20 || len(kinds) < 6 {
-		t.Errorf("%d faults of %d kinds, want at least 20 of 6", len(cp.rows), len(kinds))
-	}
-	if cp.lost+cp.dups+cp.breaches+cp.unfinished+cp.unserved > 0 {
-		t.Errorf("lost=%d duplicates=%d breaches=%d unfinished=%d unserved=%d, want all 0", cp.lost, cp.dups, cp.breaches, cp.unfinished, cp.unserved)
-	}
 }
 
 // faultHung: host2's libvirtd stopped (SIGSTOP). A cycle's reads of the other
