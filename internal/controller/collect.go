@@ -91,14 +91,17 @@ func (c *Controller) read(ctx context.Context) (reading, error) {
 			VMs:   keep(stats.VMs, func(vs hypervisor.VMStats) bool { return r.down[vs.Host] == nil })}
 	}
 	took := time.Since(t0).Round(time.Millisecond)
+	// One write for all of them: a rack that goes dark is hundreds of hosts.
+	ev := &eventBatch{c: c}
 	for _, id := range slices.Sorted(maps.Keys(r.down)) {
 		err := r.down[id]
 		msg := "host unreachable; left out of this cycle"
 		if errors.Is(err, context.DeadlineExceeded) || (rctx.Err() != nil && strings.Contains(err.Error(), "timeout")) {
 			msg = fmt.Sprintf("no answer within the %v collection deadline (%v); left out of this cycle", c.cfg.CollectTimeout, took)
 		}
-		c.record(store.Event{Kind: store.Failure, Host: id, Error: err.Error(), Message: msg})
+		ev.add(store.Event{Kind: store.Failure, Host: id, Error: err.Error(), Message: msg})
 	}
+	ev.flush()
 	c.observeHosts(r)
 	return r, nil
 }
@@ -160,9 +163,11 @@ func (c *Controller) observeHosts(r reading) {
 		es = append(es, store.Event{Kind: store.HostState, Host: x.ID, State: "up", Message: msg})
 	}
 	c.mu.Unlock()
+	ev := &eventBatch{c: c}
 	for _, e := range es {
-		c.record(e)
+		ev.add(e)
 	}
+	ev.flush()
 }
 
 // health returns host id's record, creating it; c.mu must be held.
