@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -90,14 +91,17 @@ func (c *Controller) read(ctx context.Context) (reading, error) {
 			VMs:   keep(stats.VMs, func(vs hypervisor.VMStats) bool { return r.down[vs.Host] == nil })}
 	}
 	took := time.Since(t0).Round(time.Millisecond)
+	// One write for all of them: a rack that goes dark is hundreds of hosts.
+	ev := &eventBatch{c: c}
 	for _, id := range slices.Sorted(maps.Keys(r.down)) {
 		err := r.down[id]
 		msg := "host unreachable; left out of this cycle"
 		if errors.Is(err, context.DeadlineExceeded) || (rctx.Err() != nil && strings.Contains(err.Error(), "timeout")) {
 			msg = fmt.Sprintf("no answer within the %v collection deadline (%v); left out of this cycle", c.cfg.CollectTimeout, took)
 		}
-		c.record(store.Event{Kind: store.Failure, Host: id, Error: err.Error(), Message: msg})
+		ev.add(store.Event{Kind: store.Failure, Host: id, Error: err.Error(), Message: msg})
 	}
+	ev.flush()
 	c.observeHosts(r)
 	return r, nil
 }
@@ -159,9 +163,11 @@ func (c *Controller) observeHosts(r reading) {
 		es = append(es, store.Event{Kind: store.HostState, Host: x.ID, State: "up", Message: msg})
 	}
 	c.mu.Unlock()
+	ev := &eventBatch{c: c}
 	for _, e := range es {
-		c.record(e)
+		ev.add(e)
 	}
+	ev.flush()
 }
 
 // health returns host id's record, creating it; c.mu must be held.
@@ -390,33 +396,24 @@ func (b *eventBatch) gate(vm, step string) bool {
 
 // observe feeds a cycle's samples to the forecast engines and returns the
 // decision core's forecasts, one per snapshot VM (nil for a policy that does
-// not forecast). The samples go in as one batch (forecast.Engine.ObserveBatch),
-// which overlaps the cache misses of 100,000 VMs' state with the arithmetic.
+// not forecast). The VMs are split among GOMAXPROCS workers (the engines are
+// safe for concurrent use, one lock per VM, and each VM's series depend on its
+// own samples only, so the split changes no result), and each worker's samples
+// go in as one batch (forecast.Engine.ObserveBatch), which overlaps the cache
+// misses of 100,000 VMs' state with the arithmetic.
 func (c *Controller) observe(snap *model.Snapshot, stats hypervisor.Stats) []model.ResourceForecast {
+	fp, forecasting := c.pol.(core.Forecasting)
 	var forecasts []model.ResourceForecast
-	if fp, ok := c.pol.(core.Forecasting); ok {
-		vms := make([]*forecast.VM, len(snap.VMs))
-		var rated []*forecast.VM
-		var demand []model.Resources
-		for i := range snap.VMs {
-			vms[i] = c.eng.VM(snap.VMs[i].ID)
-			if len(snap.VMs[i].History) > 0 { // a sample with a rate behind it
-				rated = append(rated, vms[i])
-				demand = append(demand, snap.VMs[i].Demand)
-			}
-		}
-		c.eng.ObserveBatch(rated, demand)
+	var steps int
+	var conf float64
+	if forecasting {
 		forecasts = make([]model.ResourceForecast, len(snap.VMs))
-		steps, conf := fp.HorizonSteps(snap.Interval), fp.Confidence()
-		for i, vm := range vms {
-			forecasts[i] = vm.Forecast(steps, conf)
-			forecasts[i].Clamp(snap.VMs[i].Size)
-		}
+		steps, conf = fp.HorizonSteps(snap.Interval), fp.Confidence()
 	}
 	// The dirty rate of each VM where the snapshot has it: a migration target's
-	// incoming copy measures nothing.
-	// The last sample of each VM on each host: its dirty rate, and whether it
-	// has an interval (not the whole sample: 100,000 of them are 20 MB).
+	// incoming copy measures nothing. The map keeps the last sample of each VM
+	// on each host: its rate, and whether it has an interval (not the whole
+	// sample: 100,000 of them are 20 MB).
 	type onHost struct{ vm, host string }
 	type dirtyRate struct {
 		mibps float64
@@ -426,13 +423,54 @@ func (c *Controller) observe(snap *model.Snapshot, stats hypervisor.Stats) []mod
 	for _, vs := range stats.VMs {
 		measured[onHost{vs.VM, vs.Host}] = dirtyRate{vs.DirtyMiBps, vs.Interval > 0}
 	}
-	for _, v := range snap.VMs {
-		if v.Host < 0 {
-			continue
+	inParallel(len(snap.VMs), func(lo, hi int) {
+		if forecasting {
+			vms := make([]*forecast.VM, hi-lo)
+			var rated []*forecast.VM
+			var demand []model.Resources
+			for i := lo; i < hi; i++ {
+				vms[i-lo] = c.eng.VM(snap.VMs[i].ID)
+				if len(snap.VMs[i].History) > 0 { // a sample with a rate behind it
+					rated = append(rated, vms[i-lo])
+					demand = append(demand, snap.VMs[i].Demand)
+				}
+			}
+			c.eng.ObserveBatch(rated, demand)
+			for i := lo; i < hi; i++ {
+				forecasts[i] = vms[i-lo].Forecast(steps, conf)
+				forecasts[i].Clamp(snap.VMs[i].Size)
+			}
 		}
-		if d, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && d.rated {
-			c.dirty.VM(v.ID).Observe(model.CPU, d.mibps)
+		for _, v := range snap.VMs[lo:hi] {
+			if v.Host < 0 {
+				continue
+			}
+			if d, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && d.rated {
+				c.dirty.VM(v.ID).Observe(model.CPU, d.mibps)
+			}
 		}
-	}
+	})
 	return forecasts
+}
+
+// inParallel calls f on contiguous parts of [0, n) from up to GOMAXPROCS
+// goroutines, and returns when all are done. Small n stays on this goroutine:
+// below a few thousand items a goroutine costs more than it saves.
+func inParallel(n int, f func(lo, hi int)) {
+	const minPart = 4096
+	w := min(runtime.GOMAXPROCS(0), (n+minPart-1)/minPart)
+	if w <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for k := range w {
+		lo, hi := k*n/w, (k+1)*n/w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }

@@ -37,10 +37,13 @@ func fleetSize() int {
 // at 10,000 hosts and 100,000 VMs: 16-core hosts holding ten 2-vCPU VMs each
 // (overcommitted 1.25x), each VM's load on a daily sine with its own phase
 // and noise, so some hosts overload every cycle and the core has moves to
-// find. It reports the heap allocated per cycle, the live heap after the
-// last cycle and the process's peak RSS (VmHWM, which includes setup).
+// find. It reports the median cycle's wall time, the CPU time per cycle (all
+// threads: steadier than wall time on a shared machine), the heap allocated
+// per cycle, the live heap after the last cycle, the heap the next GC waits
+// for, and the process's peak RSS (VmHWM, which includes setup). Figures and
+// what dominates: README-section-fleet.md.
 //
-//	go test -run '^$' -bench FleetCycle -benchtime 5x ./internal/controller
+//	go test -run '^$' -bench FleetCycle -benchtime 5x -timeout 30m ./internal/controller
 func BenchmarkFleetCycle(b *testing.B) {
 	nh := fleetSize()
 	hosts := make([]hypervisor.Host, nh)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/headroom/headroom/internal/core"
 	"github.com/headroom/headroom/internal/hypervisor"
 	"github.com/headroom/headroom/internal/hypervisor/memory"
 	"github.com/headroom/headroom/internal/model"
@@ -118,5 +120,69 @@ func TestBatchedEventsPrecedeTheirSteps(t *testing.T) {
 	dec, _ := log.List(store.Filter{Kind: store.Decision})
 	if len(dec) != len(cy.Plan.Moves) {
 		t.Errorf("%d decisions logged for %d moves", len(dec), len(cy.Plan.Moves))
+	}
+}
+
+// TestObserveInParallelMatchesSequential feeds the same fleet's samples to two
+// controllers' engines, one through observe (split among workers) and one VM
+// after VM as the cycle did before, and wants the same forecasts and dirty-rate
+// forecasts. 5,000 VMs are enough for observe to split them.
+func TestObserveInParallelMatchesSequential(t *testing.T) {
+	const nh, per = 500, 10
+	rng := rand.New(rand.NewPCG(3, 5))
+	snap := model.Snapshot{Interval: 300}
+	var stats hypervisor.Stats
+	for h := range nh {
+		snap.Hosts = append(snap.Hosts, model.Host{ID: fmt.Sprintf("h%d", h)})
+	}
+	for i := range nh * per {
+		v := model.VM{ID: fmt.Sprintf("v%d", i), Host: i / per, Size: model.Resources{CPU: 4000, Mem: 8192}}
+		if i%7 != 0 { // some without a rate this cycle
+			v.History = []float64{0}
+		}
+		snap.VMs = append(snap.VMs, v)
+		stats.VMs = append(stats.VMs, hypervisor.VMStats{VM: v.ID, Host: snap.Hosts[v.Host].ID, Interval: time.Duration(i%5) * time.Second})
+	}
+	newCtl := func() *Controller {
+		c, err := New(Config{Interval: 5 * time.Minute, Hosts: []HostConfig{{ID: "h0", URI: "memory://h0"}}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	par, seq := newCtl(), newCtl()
+	fp, ok := par.pol.(core.Forecasting)
+	if !ok {
+		t.Fatalf("the default policy %T does not forecast; the test checks nothing", par.pol)
+	}
+	steps := fp.HorizonSteps(snap.Interval)
+	for cycle := range 6 {
+		for i := range snap.VMs {
+			v := &snap.VMs[i]
+			v.Demand = model.Resources{CPU: 4000 * rng.Float64(), Mem: 8192 * rng.Float64(), Net: 100 * rng.Float64(), Disk: 50 * rng.Float64()}
+			stats.VMs[i].DirtyMiBps = 64 * rng.Float64()
+		}
+		got := par.observe(&snap, stats)
+		for i, v := range snap.VMs {
+			vm := seq.eng.VM(v.ID)
+			if len(v.History) > 0 {
+				vm.ObserveAll(v.Demand)
+			}
+			want := vm.Forecast(steps, fp.Confidence())
+			want.Clamp(v.Size)
+			if !reflect.DeepEqual(got[i], want) {
+				t.Fatalf("cycle %d, VM %s: forecast %+v, want %+v", cycle, v.ID, got[i], want)
+			}
+			if stats.VMs[i].Interval > 0 {
+				seq.dirty.VM(v.ID).Observe(model.CPU, stats.VMs[i].DirtyMiBps)
+			}
+		}
+		for _, v := range snap.VMs[:50] {
+			g, gok := par.dirty.Forecast(v.ID, 1, 0.9)
+			w, wok := seq.dirty.Forecast(v.ID, 1, 0.9)
+			if gok != wok || !reflect.DeepEqual(g, w) {
+				t.Fatalf("cycle %d, VM %s: dirty-rate forecast %+v, want %+v", cycle, v.ID, g, w)
+			}
+		}
 	}
 }
