@@ -27,6 +27,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -649,7 +650,7 @@ func (cp *campaign) lastSeq() uint64 {
 func TestFaultCampaign(t *testing.T) {
 	l := lab.Shared(t)
 	tStart := time.Now()
-	etcd := etcdtest.Start(t) // for the leader-lost faults
+	etcd := startEtcd(t) // for the leader-lost faults
 	dir := filepath.Join(t.TempDir(), "log")
 	unmount, err := lab.TinyFS(context.Background(), dir, 32)
 	if err != nil {
@@ -1272,4 +1273,25 @@ func bootEach(t *testing.T, l *lab.Lab, specs ...lab.VMSpec) {
 		t.Fatal(err)
 	}
 	t.Logf("booted %d guests in %v", len(specs), time.Since(t0).Round(100*time.Millisecond))
+}
+
+// startEtcd starts etcd (etcdtest.Start) from an OS thread that stays alive
+// until the test ends. etcdtest sets Pdeathsig, which fires when the *thread*
+// that forked etcd exits, and the lab's dials (lab.DialInNetns) end their
+// threads: etcd started from an ordinary goroutine is killed at a random
+// moment of a lab test.
+func startEtcd(t *testing.T) *etcdtest.Server {
+	t.Helper()
+	if _, err := etcdtest.Binary(); err != nil {
+		return etcdtest.Start(t) // skips, or fails with HEADROOM_LAB_REQUIRED=1
+	}
+	got := make(chan *etcdtest.Server)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // runs after etcd's own Stop
+	go func() {
+		runtime.LockOSThread()
+		got <- etcdtest.Start(t)
+		<-release
+	}()
+	return <-got
 }
