@@ -28,6 +28,7 @@ func newBacktestCmd() *cobra.Command {
 		peer                        string
 		every, everyVM, rProcs      int
 		rWindow                     int
+		rResults                    string
 	)
 	c := &cobra.Command{
 		Use:   "backtest",
@@ -90,7 +91,7 @@ func newBacktestCmd() *cobra.Command {
 				return err
 			}
 			if peer != "" {
-				po := backtest.PeerOptions{Procs: rProcs, Window: rWindow}
+				po := backtest.PeerOptions{Procs: rProcs, Window: rWindow, Results: rResults}
 				if !asJSON {
 					po.Progress = progress("backtest: " + peer + " series")
 				}
@@ -141,6 +142,7 @@ func newBacktestCmd() *cobra.Command {
 	f.IntVar(&every, "every", 1, "score only every Nth origin from the warm-up on, every row on the same subset (R is slow: minutes per thousand origins)")
 	f.IntVar(&everyVM, "every-vm", 1, "score only every Nth VM, every row on the same subset")
 	f.IntVar(&rWindow, "r-window", 0, "with --peer, the most samples before an origin that R fits on (default: the engine's history, a week)")
+	f.StringVar(&rResults, "r-results", "", "with --peer, keep R's raw forecasts in this file and reuse them when it was made for the same series, origins and confidence (R is slow)")
 	f.IntVar(&rProcs, "r-procs", runtime.GOMAXPROCS(0), "R processes to run at once with --peer")
 	f.StringVar(&models, "models", "", "comma-separated models to run besides default, last and mean12 (all: \"all\")")
 	return c

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -31,4 +32,20 @@ func scaleFleet(cmd *cobra.Command, w *trace.Workload, cfg *sim.Config) (*trace.
 	cfg.Hosts *= n
 	fmt.Fprintf(os.Stderr, "scaled %dx: %d VMs on %d hosts\n", n, len(s.VMs), cfg.Hosts)
 	return s, nil
+}
+
+// startCPUProfile starts a CPU profile into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -25,6 +25,7 @@ func newSimulateCmd() *cobra.Command {
 	var (
 		workload, pol, compare, reportDir string
 		rulesFile, randomRules            string
+		cpuProfile                        string
 		asJSON                            bool
 		hosts                             int
 	)
@@ -41,6 +42,13 @@ Policies: ` + core.PolicyNames + `.
 --workload with no value, or no --workload, uses the embedded PlanetLab day 20110303.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			names := []string{pol}
 			switch {
 			case compare != "" && pol != "":
@@ -108,6 +116,7 @@ Policies: ` + core.PolicyNames + `.
 	f.StringVar(&rulesFile, "rules", "", "YAML file of VM-VM and VM-host rules to attach to the run")
 	f.StringVar(&randomRules, "random-rules", "", "generate must rules: anti=<share of VMs in anti-affinity pairs>,host=<share pinned to half the hosts>,seed=<n>")
 	f.IntVar(&hosts, "hosts", 800, "number of hosts in the modelled cluster")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file (go tool pprof)")
 	addScaleFlags(f)
 	return cmd
 }

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -41,6 +43,11 @@ type PeerOptions struct {
 	Window int
 	// Progress, if set, is called with (series done, total).
 	Progress func(done, total int)
+	// Results, if set, is a file that keeps R's raw forecasts: read instead
+	// of running R when it holds forecasts for exactly these inputs, else
+	// written after R runs. R takes minutes to hours; the engine's rows can
+	// then be re-scored against the same R forecasts in seconds.
+	Results string
 }
 
 // ErrNoR says R or its forecast package is missing.
@@ -94,9 +101,6 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 		return nil, err
 	}
 	w = subsetVMs(w, opts.EveryVM)
-	if err := CheckR(ctx, po.Rscript); err != nil {
-		return nil, err
-	}
 	if po.Rscript == "" {
 		po.Rscript = "Rscript"
 	}
@@ -106,16 +110,6 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 	if po.Window == 0 {
 		po.Window = historyWindow(w.Step)
 	}
-	dir, err := os.MkdirTemp("", "headroom-r-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	script := filepath.Join(dir, "forecast.R")
-	if err := os.WriteFile(script, rscript.Forecast, 0o644); err != nil {
-		return nil, err
-	}
-
 	// One line per VM and resource; the series are split into chunks that the
 	// R processes take in turn, so that progress can be told.
 	resources := resourcesOf(w)
@@ -142,6 +136,35 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 			lines = append(lines, b.String())
 		}
 	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\n%g\n", rscript.Forecast, opts.Confidence)
+	for _, l := range lines {
+		io.WriteString(sum, l)
+		sum.Write([]byte{'\n'})
+	}
+	header := fmt.Sprintf("# headroom r-forecast results %x", sum.Sum(nil))
+	if po.Results != "" {
+		if b, err := os.ReadFile(po.Results); err == nil {
+			first, rest, _ := strings.Cut(string(b), "\n")
+			if first != header {
+				return nil, fmt.Errorf("backtest: --r-results %s: made for other series, origins, script or confidence; remove it to rerun R", po.Results)
+			}
+			return scorePeer([]string{rest}, w, resources, opts, rows)
+		}
+	}
+	if err := CheckR(ctx, po.Rscript); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "headroom-r-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "forecast.R")
+	if err := os.WriteFile(script, rscript.Forecast, 0o644); err != nil {
+		return nil, err
+	}
+
 	nChunks := min(len(lines), po.Procs*16)
 	jobs := make([]job, nChunks)
 	per := make([]int, nChunks)
@@ -184,7 +207,24 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 		return nil, err
 	}
 
-	// Score R's forecasts against the same targets Run scores.
+	var outs []string
+	for _, j := range jobs {
+		b, err := os.ReadFile(j.out)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, string(b))
+	}
+	if po.Results != "" {
+		if err := os.WriteFile(po.Results, []byte(header+"\n"+strings.Join(outs, "")), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return scorePeer(outs, w, resources, opts, rows)
+}
+
+// scorePeer scores R's output text against the same targets Run scores.
+func scorePeer(outs []string, w *trace.Workload, resources []model.Resource, opts Options, rows []string) ([]Score, error) {
 	accs := make(map[string][]acc, len(rows)) // row -> by resource
 	for _, r := range rows {
 		accs[r] = make([]acc, len(resources))
@@ -193,21 +233,18 @@ func RunPeer(ctx context.Context, w *trace.Workload, opts Options, peer string, 
 		}
 	}
 	seen := make(map[string]int64)
-	for _, j := range jobs {
-		f, err := os.Open(j.out)
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(f)
+	for _, out := range outs {
+		sc := bufio.NewScanner(strings.NewReader(out))
 		sc.Buffer(make([]byte, 1<<16), 1<<20)
 		for sc.Scan() {
+			if sc.Text() == "" {
+				continue
+			}
 			if err := scorePeerLine(sc.Text(), w, resources, opts, accs); err != nil {
-				f.Close()
 				return nil, err
 			}
 			seen[strings.SplitN(sc.Text(), ",", 4)[2]]++
 		}
-		f.Close()
 		if err := sc.Err(); err != nil {
 			return nil, err
 		}

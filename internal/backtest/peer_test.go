@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -29,9 +31,23 @@ func TestPeerRForecast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := RunPeer(context.Background(), w, opts, PeerRForecast, PeerOptions{Procs: 2})
+	keep := filepath.Join(t.TempDir(), "r.txt")
+	sc, err := RunPeer(context.Background(), w, opts, PeerRForecast, PeerOptions{Procs: 2, Results: keep})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The kept forecasts are re-scored without running R, to the same figures.
+	again, err := RunPeer(context.Background(), w, opts, PeerRForecast, PeerOptions{Rscript: "/nonexistent/Rscript", Results: keep})
+	if err != nil {
+		t.Fatalf("reusing %s: %v", keep, err)
+	}
+	if !reflect.DeepEqual(again, sc) {
+		t.Errorf("re-scored from %s:\n%+v\nwant\n%+v", keep, again, sc)
+	}
+	other := opts
+	other.Every = 72
+	if _, err := RunPeer(context.Background(), w, other, PeerRForecast, PeerOptions{Rscript: "/nonexistent/Rscript", Results: keep}); err == nil || !strings.Contains(err.Error(), "other series") {
+		t.Errorf("results for other origins reused: %v", err)
 	}
 	r.Models = append(r.Models, sc...)
 	def := find(r, "default", "cpu")

@@ -176,35 +176,8 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	// set aside, none of a VM backing off or whose last move is unsettled.
 	snap.Rules = append(slices.Clip(c.cfg.Rules), c.guards(&snap)...)
 
-	var forecasts []model.ResourceForecast
-	if fp, ok := c.pol.(core.Forecasting); ok {
-		forecasts = make([]model.ResourceForecast, len(snap.VMs))
-		steps := fp.HorizonSteps(snap.Interval)
-		for i := range snap.VMs {
-			vm := c.eng.VM(snap.VMs[i].ID)
-			if len(snap.VMs[i].History) > 0 { // a sample with a rate behind it
-				vm.ObserveAll(snap.VMs[i].Demand)
-			}
-			forecasts[i] = vm.Forecast(steps, fp.Confidence())
-			forecasts[i].Clamp(snap.VMs[i].Size)
-		}
-	}
+	forecasts := c.observe(&snap, stats) // collect.go
 	cy.Forecasts = forecasts
-	// The dirty rate of each VM where the snapshot has it: a migration target's
-	// incoming copy measures nothing.
-	type onHost struct{ vm, host string }
-	measured := map[onHost]hypervisor.VMStats{}
-	for _, vs := range stats.VMs {
-		measured[onHost{vs.VM, vs.Host}] = vs
-	}
-	for _, v := range snap.VMs {
-		if v.Host < 0 {
-			continue
-		}
-		if vs, ok := measured[onHost{v.ID, snap.Hosts[v.Host].ID}]; ok && vs.Interval > 0 {
-			c.dirty.VM(v.ID).Observe(model.CPU, vs.DirtyMiBps)
-		}
-	}
 	plan := core.Decide(&snap, forecasts, c.pol, requests(inflight))
 	cy.Plan = plan
 	cy.Started = c.act(ctx, &snap, plan, inflight)
@@ -217,17 +190,8 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 // host (the target is not chosen yet; the slowest keeps the lead time safe),
 // capped at the configured bandwidth.
 func (c *Controller) estimateMoves(snap *model.Snapshot) {
-	slowest := make([]transfer.Link, len(snap.Hosts))
-	for s, src := range snap.Hosts {
-		for t, dst := range snap.Hosts {
-			if s == t {
-				continue
-			}
-			l := c.links.Link(transfer.Pair{Source: src.ID, Target: dst.ID})
-			if slowest[s].MiBps == 0 || l.MiBps < slowest[s].MiBps {
-				slowest[s] = l
-			}
-		}
+	slowest := c.slowestLinks(snap.Hosts) // collect.go
+	for s := range snap.Hosts {
 		if cp := c.cfg.MaxBandwidthMiBps; cp > 0 && (slowest[s].MiBps == 0 || slowest[s].MiBps > cp) {
 			slowest[s].MiBps = cp
 		}
@@ -344,9 +308,12 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 		}
 		defer c.haSave(ctx)
 	}
+	// The decisions and skips are written in one transaction (collect.go),
+	// all before dispatch starts any move.
+	ev := &eventBatch{c: c}
 	for _, u := range plan.Unplaced {
 		vm := snap.VMs[u.VM]
-		c.record(store.Event{Kind: store.NoSuitableHost, VM: vm.ID, Source: snap.Hosts[vm.Host].ID, Message: u.Reason})
+		ev.add(store.Event{Kind: store.NoSuitableHost, VM: vm.ID, Source: snap.Hosts[vm.Host].ID, Message: u.Reason})
 	}
 	moves := append([]model.MigrationRequest(nil), plan.Moves...)
 	sort.SliceStable(moves, func(i, j int) bool { return moves[i].Priority > moves[j].Priority })
@@ -356,13 +323,14 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 		m.StateTransferOptions = c.options(snap, *m)
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
 		r := m.Reason
-		if !c.gate(store.Event{Kind: store.Decision, State: store.StatePlanned, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions}, "the move") {
-			continue
-		}
+		ev.add(store.Event{Kind: store.Decision, State: store.StatePlanned, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Reason: &r, Options: &m.StateTransferOptions})
 		switch c.cfg.Mode {
 		case DryRun:
-			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "dry-run: would migrate"})
+			ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "dry-run: would migrate"})
 		case Approve:
+			if !ev.gate(m.VMInstanceID, "the move") { // an approval may follow at once: the decision first
+				continue
+			}
 			c.mu.Lock()
 			ok := c.approved[m.VMInstanceID]
 			if ok {
@@ -375,13 +343,13 @@ func (c *Controller) act(ctx context.Context, snap *model.Snapshot, plan core.Pl
 			if ok {
 				queue = append(queue, *m)
 			} else {
-				c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "awaiting approval"})
+				ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "awaiting approval"})
 			}
 		case Auto:
 			queue = append(queue, *m)
 		}
 	}
-	return c.dispatch(ctx, snap, queue, planned)
+	return c.dispatch(ctx, snap, queue, planned, ev)
 }
 
 // options are the state-transfer options of a move, chosen by the transfer model from
@@ -412,7 +380,8 @@ func (c *Controller) options(snap *model.Snapshot, m model.MigrationRequest) mod
 // flight when the snapshot was taken (planned), even if they have ended since: the
 // snapshot does not show their effect, so the plan is a cycle out of date on those
 // hosts.
-func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue []model.MigrationRequest, planned map[string]hypervisor.Migration) []string {
+func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue []model.MigrationRequest, planned map[string]hypervisor.Migration, ev *eventBatch) []string {
+	defer ev.flush()
 	var started []string
 	for _, m := range queue {
 		src := snap.Hosts[snap.VMs[m.VM].Host].ID
@@ -433,17 +402,21 @@ func (c *Controller) dispatch(ctx context.Context, snap *model.Snapshot, queue [
 		c.mu.Unlock()
 		switch {
 		case busy:
-			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "already migrating"})
+			ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "already migrating"})
 			continue
 		case unsettled:
-			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "its last migration is not settled"})
+			ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Target: m.TargetHostID, Message: "its last migration is not settled"})
 			continue
 		case backoff:
-			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID,
+			ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID,
 				Message: fmt.Sprintf("backing off after %d failed moves until %s", fails.n, fails.until.Format(time.TimeOnly))})
 			continue
 		case full:
-			c.record(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "concurrency limit reached; decided again next cycle"})
+			ev.add(store.Event{Kind: store.Skipped, VM: m.VMInstanceID, Source: src, Target: m.TargetHostID, Message: "concurrency limit reached; decided again next cycle"})
+			continue
+		}
+		// The decision, and the skips before it, are written before the start.
+		if !ev.gate(m.VMInstanceID, "the move") {
 			continue
 		}
 		if c.begin(ctx, m, src) { // migration.go

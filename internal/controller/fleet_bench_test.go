@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,10 +37,13 @@ func fleetSize() int {
 // at 10,000 hosts and 100,000 VMs: 16-core hosts holding ten 2-vCPU VMs each
 // (overcommitted 1.25x), each VM's load on a daily sine with its own phase
 // and noise, so some hosts overload every cycle and the core has moves to
-// find. It reports the heap allocated per cycle, the live heap after the
-// last cycle and the process's peak RSS (VmHWM, which includes setup).
+// find. It reports the median cycle's wall time, the CPU time per cycle (all
+// threads: steadier than wall time on a shared machine), the heap allocated
+// per cycle, the live heap after the last cycle, the heap the next GC waits
+// for, and the process's peak RSS (VmHWM, which includes setup). Figures and
+// what dominates: README-section-fleet.md.
 //
-//	go test -run '^$' -bench FleetCycle -benchtime 5x ./internal/controller
+//	go test -run '^$' -bench FleetCycle -benchtime 5x -timeout 30m ./internal/controller
 func BenchmarkFleetCycle(b *testing.B) {
 	nh := fleetSize()
 	hosts := make([]hypervisor.Host, nh)
@@ -87,23 +93,35 @@ func BenchmarkFleetCycle(b *testing.B) {
 		}
 		d.Advance(cfg.Interval)
 	}
-	// A few cycles first so that every VM has a history and forecasts.
-	for range 3 {
-		load()
-		if _, err := c.Step(ctx); err != nil {
-			b.Fatal(err)
+	// A few cycles first so that every VM has a history and forecasts. They
+	// run under a profiler label so that a CPU profile can leave them out
+	// (go tool pprof -tagignore phase=warm-up): the first cycle makes every
+	// VM's series, which later cycles do not.
+	pprof.Do(ctx, pprof.Labels("phase", "warm-up"), func(ctx context.Context) {
+		for range 3 {
+			load()
+			if _, err := c.Step(ctx); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	b.ResetTimer()
 	var moves, started int
+	var cpu time.Duration // the process's CPU time in the cycles, all threads
+	var walls []float64   // each cycle's wall seconds
 	for b.Loop() {
 		b.StopTimer()
 		load()
+		u0, t0 := cpuTime(), time.Now()
 		b.StartTimer()
 		cy, err := c.Step(ctx)
+		b.StopTimer()
+		walls = append(walls, time.Since(t0).Seconds())
+		cpu += cpuTime() - u0
+		b.StartTimer()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,10 +134,19 @@ func BenchmarkFleetCycle(b *testing.B) {
 	b.StopTimer()
 	runtime.ReadMemStats(&m1)
 	n := float64(b.N)
+	// CPU seconds are less at the mercy of other work on a shared machine than
+	// wall time; they include the garbage collector's work on other cores.
+	b.ReportMetric(cpu.Seconds()/n, "cpu-s/cycle")
+	slices.Sort(walls)
+	b.ReportMetric(walls[len(walls)/2], "s-median/cycle")
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/n/(1<<20), "MiB-alloc/cycle")
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
 	b.ReportMetric(float64(m1.HeapAlloc)/(1<<20), "MiB-live-heap")
+	// The heap the collector lets grow before it runs again (GOGC, and
+	// GOMEMLIMIT if set): a long-running controller's heap reaches it, where
+	// a few cycles' peak RSS may not.
+	b.ReportMetric(float64(m1.NextGC)/(1<<20), "MiB-next-GC")
 	b.ReportMetric(peakRSSMiB(), "MiB-peak-RSS")
 	b.ReportMetric(float64(moves)/n, "moves/cycle")
 	b.ReportMetric(float64(started)/n, "started/cycle")
@@ -133,6 +160,15 @@ func BenchmarkFleetCycle(b *testing.B) {
 	}
 	c.Wait()
 	debug.FreeOSMemory()
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peakRSSMiB is VmHWM from /proc/self/status (0 where there is none).

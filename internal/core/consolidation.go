@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -75,19 +76,26 @@ func (c *Consolidation) Plan(in Input) Plan {
 	var vms []int
 	type mv struct{ v, h int }
 	var placed []mv
-	for {
-		u, minU := -1, 1.0
-		for h := range snap.Hosts {
-			if exclFrom[h] {
-				continue
-			}
-			if x := snap.Hosts[h].Util; x > 0 && x < minU && !busy(st, h) {
-				u, minU = h, x
-			}
+	// Hosts to try emptying, least utilised first (ties: lowest index). A host
+	// not yet excluded keeps its VM list through the loop (a failed try is undone
+	// in order; a host that receives VMs is excluded), so busy does not change for
+	// it, and taking the next of this order is the old scan of all hosts per try,
+	// which was quadratic in the fleet.
+	var order []int
+	for h := range snap.Hosts {
+		if x := snap.Hosts[h].Util; !exclFrom[h] && x > 0 && x < 1 && !busy(st, h) {
+			order = append(order, h)
 		}
-		if u < 0 {
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(snap.Hosts[a].Util, snap.Hosts[b].Util) })
+	for next := 0; ; {
+		for next < len(order) && exclFrom[order[next]] {
+			next++
+		}
+		if next == len(order) {
 			break
 		}
+		u := order[next]
 		exclFrom[u], exclTo[u] = true, true
 		vms = vms[:0]
 		for _, v := range st.VMs(u) {

@@ -44,8 +44,8 @@ func TestConsolidationLeavesRoomForRecentPeaks(t *testing.T) {
 	}
 }
 
-// Overload relief reads the forecast bound only: a VM leaving a breach goes to a
-// host with room for its bound even if its own recent peak would not fit there.
+// Overload relief falls back to the forecast bound: when no host has room for a
+// recent peak, a VM leaving a breach goes to a host with room for its bound.
 func TestOverloadReliefIgnoresPeaks(t *testing.T) {
 	p, _ := NewHeadroom("headroom", policy.DefaultHeadroom())
 	s := snap(2, [3]float64{0, 2600, 870}, [3]float64{0, 2600, 870}, [3]float64{1, 1000, 613})
@@ -57,5 +57,33 @@ func TestOverloadReliefIgnoresPeaks(t *testing.T) {
 	plan := Decide(s, f, p, nil)
 	if len(plan.Moves) != 1 || plan.Moves[0].Reason.Rule != "overload" || plan.Moves[0].TargetHostID != "B" {
 		t.Errorf("moves %+v: want one overload move to B", plan.Moves)
+	}
+}
+
+// Overload relief prefers a target with room for a recent peak: host B has room
+// for vm0's bound but not for its return to 5320, host C (empty) has room for
+// both. With the preference off, packing takes the running host B.
+func TestOverloadReliefPrefersRoomForPeaks(t *testing.T) {
+	s := snap(3, [3]float64{0, 2900, 870}, [3]float64{0, 2900, 870}, [3]float64{1, 1000, 613})
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 10, flat(6, 2900)...)
+	f = fc(s, f, 1, 10, flat(6, 2900)...)
+	f = fc(s, f, 2, 10, flat(6, 1000)...)
+	f[0].Peak.CPU, f[1].Peak.CPU = 5320, 5320
+	for _, c := range []struct {
+		prefer bool
+		want   string
+	}{{true, "C"}, {false, "B"}} {
+		cfg := policy.DefaultHeadroom()
+		cfg.Underload.Enabled = false
+		cfg.Placement.PreferRoomForPeaks = c.prefer
+		p, err := NewHeadroom("headroom", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := Decide(s, f, p, nil)
+		if len(plan.Moves) != 1 || plan.Moves[0].Reason.Rule != "overload" || plan.Moves[0].TargetHostID != c.want {
+			t.Errorf("prefer_room_for_peaks %v: moves %+v, want one overload move to %s", c.prefer, plan.Moves, c.want)
+		}
 	}
 }

@@ -25,7 +25,10 @@ type cycle struct {
 	// short checks targets over the horizon only: overload relief falls back to it
 	// when no host has room for the whole cooldown, since a move that is safe for
 	// the horizon beats staying in a breach. Consolidation never does.
-	short    *placement.Context
+	short *placement.Context
+	// peaky is ctx with the peak rule: overload relief tries it first when
+	// placement.prefer_room_for_peaks is on (nil when off).
+	peaky    *placement.Context
 	explain  bool
 	budget   int
 	inFlight map[string]bool
@@ -52,6 +55,10 @@ func (p *Headroom) newCycle(in Input, explain bool) *cycle {
 	c.ctx = p.context(st, c.zC)
 	c.short = p.context(st, c.zC)
 	c.short.Last = c.last
+	if p.Cfg.Placement.PreferRoomForPeaks {
+		c.peaky = p.context(st, c.zC)
+		c.peaky.Peaks = true
+	}
 	if explain {
 		c.out.Candidates = map[string][]placement.Candidate{}
 	}
@@ -171,7 +178,16 @@ func (c *cycle) overload() {
 			v := best.v
 			tried[v] = true
 			st.Remove(v, h)
-			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
+			// A target that also has room for a recent peak takes no risk a VM has
+			// already shown; without one, the bound alone, as leaving the breach is worse.
+			t, cands, noPeakRoom := -1, []placement.Candidate(nil), false
+			if c.peaky != nil {
+				t, cands = c.p.chain.Select(c.peaky, v, excl, c.explain)
+				noPeakRoom = t < 0
+			}
+			if t < 0 {
+				t, cands = c.p.chain.Select(c.ctx, v, excl, c.explain)
+			}
 			shortOnly := false
 			if t < 0 && c.last < st.Steps() {
 				t, cands = c.p.chain.Select(c.short, v, excl, c.explain)
@@ -194,6 +210,9 @@ func (c *cycle) overload() {
 			}
 			if shortOnly {
 				why += "; no host has room for the whole cooldown, this one for the horizon"
+			}
+			if noPeakRoom {
+				why += "; no host has room for a recent peak, this one for the bound"
 			}
 			c.out.Moves = append(c.out.Moves, c.p.move(snap, v, t, model.PriorityOverload, model.Reason{
 				Rule:        "overload",

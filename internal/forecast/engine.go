@@ -148,13 +148,23 @@ func (v *VM) ObserveAll(d model.Resources) {
 // forecasts and upper bounds at confidence. Resources never observed have nil
 // predictions and zero bounds.
 func (v *VM) Forecast(steps int, confidence float64) model.ResourceForecast {
+	var f model.ResourceForecast
+	v.AppendForecast(&f, steps, confidence)
+	return f
+}
+
+// AppendForecast is Forecast into dst, reusing the capacity of dst's slices:
+// a controller that forecasts every VM every cycle keeps one
+// ResourceForecast per VM and makes no garbage (at 100,000 VMs Forecast's
+// slices are ~40 MB a cycle). Every field of dst is overwritten.
+func (v *VM) AppendForecast(dst *model.ResourceForecast, steps int, confidence float64) {
 	steps = min(max(steps, 0), v.sh.params.Horizon)
-	f := model.ResourceForecast{
-		VMInstanceID: v.ID,
-		Step:         v.sh.params.Step,
-		Confidence:   confidence,
-		Upper:        make([]model.Resources, steps),
-	}
+	dst.VMInstanceID = v.ID
+	dst.Step = v.sh.params.Step
+	dst.Confidence = confidence
+	dst.Peak = model.Resources{}
+	dst.Upper = resize(dst.Upper, steps)
+	clear(dst.Upper)
 	var pt, up [64]float32
 	p, u := pt[:], up[:]
 	if steps > len(pt) {
@@ -163,29 +173,40 @@ func (v *VM) Forecast(steps int, confidence float64) model.ResourceForecast {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, r := range model.AllResources {
+		var out *[]float64
+		switch r {
+		case model.CPU:
+			out = &dst.PredictedCPU
+		case model.Mem:
+			out = &dst.PredictedMemory
+		case model.Net:
+			out = &dst.PredictedNetworkIO
+		default:
+			out = &dst.PredictedDiskIO
+		}
 		s := v.res[r]
 		if s == nil {
+			*out = nil
 			continue
 		}
 		n := s.Forecast(p[:steps], u[:steps], confidence)
-		f.Peak.Set(r, float64(s.Peak(v.sh.params.day())))
-		out := make([]float64, n)
+		dst.Peak.Set(r, float64(s.Peak(v.sh.params.day())))
+		o := resize(*out, n)
 		for i := range n {
-			out[i] = float64(p[i])
-			f.Upper[i].Set(r, float64(u[i]))
+			o[i] = float64(p[i])
+			dst.Upper[i].Set(r, float64(u[i]))
 		}
-		switch r {
-		case model.CPU:
-			f.PredictedCPU = out
-		case model.Mem:
-			f.PredictedMemory = out
-		case model.Net:
-			f.PredictedNetworkIO = out
-		default:
-			f.PredictedDiskIO = out
-		}
+		*out = o
 	}
-	return f
+}
+
+// resize is s with length n, reusing its array when it is large enough;
+// never nil, as Forecast's fresh slices never were.
+func resize[T any](s []T, n int) []T {
+	if s != nil && cap(s) >= n {
+		return s[:n]
+	}
+	return make([]T, n)
 }
 
 // ProbExceed is P(demand of r > x at some step within steps), steps at most

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"testing"
 
@@ -186,4 +187,28 @@ func TestObserveBatchWithConcurrentWriters(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// AppendForecast gives what Forecast gives, and with the caller's slices
+// already sized it allocates nothing.
+func TestAppendForecastReuses(t *testing.T) {
+	e, _ := NewEngine(Config{Step: 300, Horizon: 6})
+	vm := e.VM("a")
+	for i := range 400 {
+		vm.Observe(model.CPU, 0.3+0.1*float64(i%7))
+		vm.Observe(model.Disk, float64(i%11))
+	}
+	var dst model.ResourceForecast
+	for _, steps := range []int{6, 3, 0, 6} {
+		vm.AppendForecast(&dst, steps, 0.9)
+		if want := vm.Forecast(steps, 0.9); !reflect.DeepEqual(dst, want) {
+			t.Fatalf("steps %d: AppendForecast\n%+v\nForecast\n%+v", steps, dst, want)
+		}
+	}
+	if dst.PredictedMemory != nil || dst.PredictedDiskIO == nil {
+		t.Fatalf("memory %v, disk %v: want only observed resources", dst.PredictedMemory, dst.PredictedDiskIO)
+	}
+	if n := testing.AllocsPerRun(100, func() { vm.AppendForecast(&dst, 6, 0.9) }); n != 0 {
+		t.Errorf("AppendForecast into sized slices: %v allocations, want 0", n)
+	}
 }

@@ -332,8 +332,8 @@ func Execute(ctx context.Context, d Driver, req model.MigrationRequest) (Migrati
 // in MigratingTo, since it holds room on both until the move ends. Its demand is
 // from its own host's stats: a target's incoming QEMU is not the VM's load.
 func Snapshot(now float64, hosts []Host, vms []VM, st Stats) model.Snapshot {
-	snap := model.Snapshot{Time: now}
-	hidx := map[string]int{}
+	snap := model.Snapshot{Time: now, Hosts: make([]model.Host, 0, len(hosts)), VMs: make([]model.VM, 0, len(vms))}
+	hidx := make(map[string]int, len(hosts))
 	for i, h := range hosts {
 		hidx[h.ID] = i
 		snap.Hosts = append(snap.Hosts, model.Host{
@@ -341,18 +341,18 @@ func Snapshot(now float64, hosts []Host, vms []VM, st Stats) model.Snapshot {
 		})
 	}
 	type onHost struct{ vm, host string }
-	stats := map[onHost]VMStats{}
-	for _, s := range st.VMs {
-		stats[onHost{s.VM, s.Host}] = s
+	stats := make(map[onHost]int, len(st.VMs)) // index in st.VMs; the last wins
+	for i, s := range st.VMs {
+		stats[onHost{s.VM, s.Host}] = i
 	}
-	primary := map[string]int{} // VM ID: the index in vms of the copy that stands for it
+	primary := make(map[string]int, len(vms)) // VM ID: the index in vms of the copy that stands for it
 	for i, v := range vms {
 		j, seen := primary[v.ID]
 		if !seen || (v.State == StateRunning && vms[j].State != StateRunning) {
 			primary[v.ID] = i
 		}
 	}
-	at := map[string]int{} // VM ID: its index in snap.VMs
+	at := make(map[string]int, len(vms)) // VM ID: its index in snap.VMs
 	for i, v := range vms {
 		if primary[v.ID] != i {
 			continue
@@ -362,7 +362,8 @@ func Snapshot(now float64, hosts []Host, vms []VM, st Stats) model.Snapshot {
 			hi = -1
 		}
 		mv := model.VM{ID: v.ID, Host: hi, Size: v.Size, VCPU: v.VCPUs}
-		if s, ok := stats[onHost{v.ID, v.Host}]; ok {
+		if j, ok := stats[onHost{v.ID, v.Host}]; ok {
+			s := &st.VMs[j]
 			mv.Demand = s.Demand(v.Size)
 			mv.DirtyRate = s.DirtyMiBps * 1.048576 // MiB/s to MB/s
 			if s.Interval > 0 {

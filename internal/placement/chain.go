@@ -46,6 +46,17 @@ type Context struct {
 	// The selected VM's moments per resource and step, the same against every host.
 	vmFor       int
 	vmMu, vmVar [4][]float64
+	// Empty hosts by class (see hostClass), fetched on the first selection.
+	classes []int32
+	nClass  int
+	empty   emptySeen
+}
+
+func (c *Context) hostClasses() ([]int32, int) {
+	if c.classes == nil {
+		c.classes, c.nClass = hostClasses(c.St)
+	}
+	return c.classes, c.nClass
 }
 
 type ruleRef struct {
@@ -57,14 +68,17 @@ type ruleRef struct {
 // NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
-	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, hostIx: map[string]int{}, memoV: -1, vmFor: -1,
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, memoV: -1, vmFor: -1,
 		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}, Last: -1}
 	s := st.Snap
+	if len(s.Rules) == 0 {
+		// The host index serves the rules alone; building it per Context made the
+		// initial placement (one Context per VM) quadratic in the fleet.
+		return c
+	}
+	c.hostIx = make(map[string]int, len(s.Hosts))
 	for h := range s.Hosts {
 		c.hostIx[s.Hosts[h].ID] = h
-	}
-	if len(s.Rules) == 0 {
-		return c
 	}
 	vmIx := make(map[string]int, len(s.VMs))
 	for v := range s.VMs {
@@ -186,6 +200,13 @@ func NewChain(filterNames []string, scorerNames []string, weights []float64) (*C
 // Select returns the best host for v among hosts not excluded, or -1, and how many
 // hosts each filter rejected. With explain it also returns every host's record.
 func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, []Candidate) {
+	return ch.selectHost(c, v, excluded, explain, true)
+}
+
+// selectHost is Select; with skipEmpty it scores only the first empty host of each
+// class (see hostClass), which chooses the same host as scoring them all. A VM
+// with rules is scored on every host: rules name hosts.
+func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmpty bool) (int, []Candidate) {
 	best, bestScore := -1, math.Inf(-1)
 	var out []Candidate
 	counts := make([]int, len(ch.Filters))
@@ -196,10 +217,28 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 	for _, s := range ch.Scorers {
 		wsum += s.Weight
 	}
+	var classes []int32
+	if skipEmpty && !explain && len(c.rules[v]) == 0 {
+		var n int
+		classes, n = c.hostClasses()
+		c.empty.reset(n)
+	}
 	for h := range c.St.Snap.Hosts {
 		var cand Candidate
 		if explain {
 			cand = Candidate{Host: h, HostID: c.St.Snap.Hosts[h].ID}
+		}
+		class := int32(-1)
+		if classes != nil && len(c.St.VMs(h)) == 0 && (excluded == nil || !excluded[h]) {
+			class = classes[h]
+			if !c.empty.first(class) {
+				// Same fate as the first of its class: rejected by the same filter,
+				// or a score that ties and so loses to the lower index.
+				if i := c.empty.rejected[class]; i >= 0 {
+					counts[i]++
+				}
+				continue
+			}
 		}
 		if excluded != nil && excluded[h] {
 			if explain {
@@ -220,6 +259,9 @@ func (ch *Chain) Select(c *Context, v int, excluded []bool, explain bool) (int, 
 			if why := f.Reject(c, v, h); why != "" {
 				rejected = true
 				counts[i]++
+				if class >= 0 {
+					c.empty.rejected[class] = i
+				}
 				if explain {
 					cand.Rejected, cand.Reason = f.Name(), why
 					if _, ok := f.(capacityFilter); ok {

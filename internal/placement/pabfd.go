@@ -31,12 +31,37 @@ func PowerDelta(st *cluster.State, v, h int) float64 {
 
 // Find returns the best host for v, or -1. Ties go to the lowest host index.
 func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
+	return p.find(st, v, excluded, true)
+}
+
+// find is Find; with skipEmpty it looks at only the first empty host of each class
+// (see hostClass), which finds the same host as looking at them all.
+func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) int {
 	best, bestDelta := -1, math.MaxFloat64
+	var classes []int32
+	var seen []bool
+	if skipEmpty {
+		var n int
+		classes, n = hostClasses(st)
+		seen = make([]bool, n)
+	}
 	for h := range st.Snap.Hosts {
 		if excluded != nil && excluded[h] {
 			continue
 		}
+		if classes != nil && len(st.VMs(h)) == 0 {
+			if k := classes[h]; seen[k] {
+				continue
+			} else {
+				seen[k] = true
+			}
+		}
 		if !st.Suitable(v, h) {
+			continue
+		}
+		// A floor of the rise that already cannot beat the best so far spares
+		// summing the host's VMs (InUse), the bulk of a search in a large fleet.
+		if bestDelta < math.MaxFloat64 && powerDeltaFloor(st, v, h) >= bestDelta {
 			continue
 		}
 		// The detector only filters, so a host that cannot beat the best so far
@@ -52,6 +77,32 @@ func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
 		best, bestDelta = h, d
 	}
 	return best
+}
+
+// powerDeltaFloor is at most PowerDelta(st, v, h) for a host v fits (Suitable),
+// or -Inf when it cannot tell. The CPU the scheduler hands out (a migrating-in VM
+// at its copy share) is at most what InUse sums, and power does not fall with
+// utilisation on a nondecreasing curve. The slack covers rounding, so the floor
+// never passes the exact rise and the search chooses as before.
+func powerDeltaFloor(st *cluster.State, v, h int) float64 {
+	host := &st.Snap.Hosts[h]
+	c := host.Capacity.CPU
+	avail := st.Available(h)
+	if c <= 0 || avail <= 0 {
+		return math.Inf(-1)
+	}
+	p := &host.Power
+	for i := 1; i < len(p); i++ {
+		if p[i] < p[i-1] {
+			return math.Inf(-1)
+		}
+	}
+	const slack = 1e-9
+	after := (c-avail+st.Need(v).CPU)/c - slack
+	if after > 1 {
+		return math.Inf(1) // past capacity: PowerDelta is +Inf
+	}
+	return p.Power(max(after, 0)) - p.Power(min(host.Util, 1)) - slack*(1+p[10])
 }
 
 // FirstFit returns the first host with room for v, or -1 (CloudSim's placement when

@@ -82,9 +82,13 @@ type PlacementConfig struct {
 	// Fill overrides, per resource, the share of capacity a host may be filled to
 	// at the bound (default: Target x the resource's trigger threshold, at most
 	// Target, so placement never fills a host to where its trigger would act).
-	Fill    map[string]float64 `yaml:"fill"`
-	Filters []string           `yaml:"filters"`
-	Scorers []WeightedStep     `yaml:"scorers"`
+	Fill map[string]float64 `yaml:"fill"`
+	// PreferRoomForPeaks: overload relief takes a target that also has room for
+	// any one of its VMs to return to its last day's peak (the consolidation
+	// rule) when one exists, and the bound alone only when none does.
+	PreferRoomForPeaks bool           `yaml:"prefer_room_for_peaks"`
+	Filters            []string       `yaml:"filters"`
+	Scorers            []WeightedStep `yaml:"scorers"`
 }
 
 // WeightedStep is a scorer and its weight.
@@ -168,9 +172,10 @@ func DefaultHeadroom() HeadroomConfig {
 		LeadTime:  LeadTime{Margin: time.Minute},
 		Thrash:    AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
 		Placement: PlacementConfig{
-			Target:  1.0,
-			Filters: []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
-			Scorers: []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
+			Target:             1.0,
+			PreferRoomForPeaks: true,
+			Filters:            []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
+			Scorers:            []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
 		},
 	}
 }

@@ -1,7 +1,7 @@
 // Package store is headroom's durable event log: every decision with its reason,
 // every migration with its options and predicted and measured figures, every failure.
-// It is a bbolt file; each Append is its own fsynced transaction, so an event that
-// Append returned for survives a crash.
+// It is a bbolt file; each Append (or AppendAll, for several events) is its own
+// fsynced transaction, so an event that Append returned for survives a crash.
 package store
 
 import (
@@ -133,33 +133,66 @@ func key(n uint64) []byte {
 
 // Append stores e, stamping its sequence number (and time, if unset), and returns it.
 func (l *Log) Append(e Event) (Event, error) {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
+	es, err := l.AppendAll([]Event{e})
+	if err != nil {
+		return e, err
+	}
+	return es[0], nil
+}
+
+// AppendAll stores es in order in one transaction, one fsync for all: a
+// cycle's decisions are written together before any of the moves they gate
+// is taken, instead of paying a disk flush each. Either all of them are stored
+// or, with an error, none. It returns them stamped as Append does; es itself is
+// not changed.
+func (l *Log) AppendAll(es []Event) ([]Event, error) {
+	out := make([]Event, len(es))
+	copy(out, es)
+	if len(out) == 0 {
+		return out, nil
+	}
+	now := time.Now()
+	for i := range out {
+		if out[i].Time.IsZero() {
+			out[i].Time = now
+		}
 	}
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		e.Seq = seq
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(key(seq), v); err != nil {
-			return err
-		}
-		if e.VM != "" {
-			vb, err := tx.Bucket(bByVM).CreateBucketIfNotExists([]byte(e.VM))
+		byVM := tx.Bucket(bByVM)
+		for i := range out {
+			e := &out[i]
+			seq, err := b.NextSequence()
 			if err != nil {
 				return err
 			}
-			return vb.Put(key(seq), nil)
+			e.Seq = seq
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(key(seq), v); err != nil {
+				return err
+			}
+			if e.VM != "" {
+				vb, err := byVM.CreateBucketIfNotExists([]byte(e.VM))
+				if err != nil {
+					return err
+				}
+				if err := vb.Put(key(seq), nil); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
-	return e, err
+	if err != nil {
+		// bbolt rolled the transaction back: no event got its number.
+		for i := range out {
+			out[i].Seq = 0
+		}
+	}
+	return out, err
 }
 
 // Filter selects events; zero fields match everything.

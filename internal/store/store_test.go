@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -121,5 +122,66 @@ func TestInFlightKeepsUnsettledMigrationsOpen(t *testing.T) {
 	}
 	if _, err := Open(l.db.Path()); !errors.Is(err, ErrLocked) {
 		t.Errorf("a second open of a held log: %v, want ErrLocked", err)
+	}
+}
+
+func TestAppendAllOneTransaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(Event{Kind: Drain, Host: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	in := []Event{
+		{Kind: Decision, State: StatePlanned, VM: "a", Target: "h2"},
+		{Kind: Skipped, VM: "a", Message: "dry-run"},
+		{Kind: Decision, State: StatePlanned, VM: "b", Target: "h3"},
+	}
+	out, err := l.AppendAll(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range out {
+		if e.Seq != uint64(i+2) || e.Time.IsZero() || e.VM != in[i].VM {
+			t.Errorf("stamped event %d: %+v", i, e)
+		}
+	}
+	if in[0].Seq != 0 {
+		t.Error("AppendAll changed its argument")
+	}
+	// A batch that cannot be stored leaves no trace: a NaN does not marshal.
+	bad := []Event{{Kind: Decision, VM: "c"}, {Kind: Decision, VM: "d", Reason: &model.Reason{Probability: math.NaN()}}}
+	if got, err := l.AppendAll(bad); err == nil || got[0].Seq != 0 {
+		t.Fatalf("a batch with a NaN: %v, %+v; want an error and no numbers", err, got)
+	}
+	if empty, err := l.AppendAll(nil); err != nil || len(empty) != 0 {
+		t.Fatalf("empty batch: %v %v", empty, err)
+	}
+	l.Close()
+
+	l, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	all, _ := l.List(Filter{})
+	var kinds []string
+	for _, e := range all {
+		kinds = append(kinds, e.Kind+":"+e.VM)
+	}
+	if want := "drain: decision:a skipped:a decision:b"; strings.Join(kinds, " ") != want {
+		t.Errorf("after reopen %q, want %q", strings.Join(kinds, " "), want)
+	}
+	if c, _ := l.List(Filter{VM: "c"}); len(c) != 0 {
+		t.Errorf("the failed batch left %+v", c)
+	}
+	if a, _ := l.List(Filter{VM: "a"}); len(a) != 2 || a[1].Seq != 3 {
+		t.Errorf("by-vm index of a: %+v", a)
+	}
+	// Numbering goes on after the failed batch without a gap.
+	if e, err := l.Append(Event{Kind: Warning}); err != nil || e.Seq != 5 {
+		t.Errorf("next append: seq %d, %v; want 5", e.Seq, err)
 	}
 }

@@ -44,6 +44,7 @@ type Driver struct {
 	mu          sync.Mutex
 	now         time.Time
 	hosts       []hypervisor.Host
+	hostIx      map[string]int // index in hosts by ID: a fleet-sized test looks a host up per VM
 	unreachable map[string]bool
 	hung        map[string]bool
 	vms         map[string]*vmRec
@@ -88,6 +89,7 @@ func New(opt Options, hosts ...hypervisor.Host) *Driver {
 		opt:         opt,
 		now:         time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
 		hosts:       slices.Clone(hosts),
+		hostIx:      make(map[string]int, len(hosts)),
 		unreachable: map[string]bool{},
 		hung:        map[string]bool{},
 		vms:         map[string]*vmRec{},
@@ -97,6 +99,9 @@ func New(opt Options, hosts ...hypervisor.Host) *Driver {
 	}
 	for i := range d.hosts {
 		h := &d.hosts[i]
+		if _, dup := d.hostIx[h.ID]; !dup { // the first of a repeated ID wins, as the scan did
+			d.hostIx[h.ID] = i
+		}
 		if h.PEs > 0 && h.PEMIPS > 0 && h.Capacity.CPU == 0 {
 			h.Capacity.CPU = float64(h.PEs) * h.PEMIPS
 		}
@@ -221,10 +226,8 @@ func (d *Driver) Now() time.Time {
 }
 
 func (d *Driver) host(id string) (*hypervisor.Host, error) {
-	for i := range d.hosts {
-		if d.hosts[i].ID == id {
-			return &d.hosts[i], nil
-		}
+	if i, ok := d.hostIx[id]; ok {
+		return &d.hosts[i], nil
 	}
 	return nil, fmt.Errorf("%w: %s", hypervisor.ErrUnknownHost, id)
 }
@@ -265,7 +268,7 @@ func (d *Driver) VMs(ctx context.Context) ([]hypervisor.VM, error) {
 	hung := d.stall(ctx, "list vms")
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []hypervisor.VM
+	out := make([]hypervisor.VM, 0, len(d.order))
 	var errs []error
 	seen := map[string]bool{}
 	for _, id := range d.order {
@@ -293,8 +296,8 @@ func (d *Driver) Stats(ctx context.Context) (hypervisor.Stats, error) {
 		iv = time.Second
 	}
 	d.lastStats = d.now
-	st := hypervisor.Stats{Time: d.now}
-	per := map[string]*hypervisor.HostStats{}
+	st := hypervisor.Stats{Time: d.now, VMs: make([]hypervisor.VMStats, 0, len(d.order)), Hosts: make([]hypervisor.HostStats, 0, len(d.hosts))}
+	per := make(map[string]*hypervisor.HostStats, len(d.hosts))
 	var errs []error
 	for _, h := range d.hosts {
 		if err := d.reachOr(hung, h.ID, "stats"); err != nil {

@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,5 +178,37 @@ func TestLocateWithAHostDown(t *testing.T) {
 	d.SetUnreachable("h0", true)
 	if loc, err := d.Locate(ctx, "a"); !errors.Is(err, hypervisor.ErrLocationUnknown) || !errors.Is(err, hypervisor.ErrUnreachable) || loc.Host != "" {
 		t.Fatalf("h0 down: %+v %v", loc, err)
+	}
+}
+
+// TestHostLookupByIndex: hosts are found by ID through the index, an unknown
+// one is an error naming it, and a repeated ID means the first, as the scan did.
+func TestHostLookupByIndex(t *testing.T) {
+	d := New(Options{},
+		hypervisor.Host{ID: "x", PEs: 2, PEMIPS: 1000},
+		hypervisor.Host{ID: "y", PEs: 4, PEMIPS: 500},
+		hypervisor.Host{ID: "x", PEs: 8, PEMIPS: 3000})
+	defer d.Close()
+	if err := d.AddVM(hypervisor.VM{ID: "v", Host: "y", VCPUs: 2, MemMiB: 64}, Usage{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddVM(hypervisor.VM{ID: "w", Host: "x", VCPUs: 1, MemMiB: 64}, Usage{}); err != nil {
+		t.Fatal(err)
+	}
+	err := d.AddVM(hypervisor.VM{ID: "u", Host: "nowhere", MemMiB: 64}, Usage{})
+	if !errors.Is(err, hypervisor.ErrUnknownHost) || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("a VM on an unknown host: %v", err)
+	}
+	vms, _ := d.VMs(context.Background())
+	size := map[string]float64{}
+	for _, v := range vms {
+		size[v.ID] = v.Size.CPU
+	}
+	// Size.CPU defaults to vCPUs x the host's PEMIPS: y's 500, the first x's 1000.
+	if size["v"] != 1000 || size["w"] != 1000 {
+		t.Errorf("VM CPU sizes %v; want v 1000 (2 x 500 on y) and w 1000 (1 x 1000 on the first x)", size)
+	}
+	if _, err := d.Migrate(context.Background(), "v", "nowhere", model.StateTransferOptions{}); !errors.Is(err, hypervisor.ErrUnknownHost) {
+		t.Errorf("a move to an unknown host: %v", err)
 	}
 }

@@ -54,6 +54,14 @@ type Config struct {
 	BatchVMs int `yaml:"batch_vms"`
 	// Parallel is how many backfill queries run at once; default 4.
 	Parallel int `yaml:"parallel"`
+	// BackfillPoints caps the points per VM and resource a backfill asks
+	// for: a longer history is read at a multiple of the engine's step, each
+	// point (the average rate over its step) repeated to fill the engine's
+	// steps. Default 2080, a week at 5 minutes plus the engine's margin: 288
+	// points a day resolve a daily cycle, while every point more costs the
+	// server and the transfer in proportion (a week at a 1-minute interval is
+	// 10,144 points per VM and resource).
+	BackfillPoints int `yaml:"backfill_points"`
 }
 
 // Queries are PromQL templates (Go text/template). Each must return one series
@@ -127,6 +135,9 @@ func (c *Config) Defaults() {
 	if c.Parallel == 0 {
 		c.Parallel = 4
 	}
+	if c.BackfillPoints == 0 {
+		c.BackfillPoints = 2080
+	}
 }
 
 // Warm reports whether warm start is on.
@@ -175,6 +186,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("batch_vms: %d must be at least 1", c.BatchVMs)
 	case c.Parallel < 1 || c.Parallel > 64:
 		return fmt.Errorf("parallel: %d out of 1..64", c.Parallel)
+	case c.BackfillPoints < 2 || c.BackfillPoints > maxPoints:
+		return fmt.Errorf("backfill_points: %d out of 2..%d", c.BackfillPoints, maxPoints)
 	}
 	_, err = c.templates()
 	return err

@@ -206,7 +206,9 @@ func nz(x float64) float64 {
 // vms and hands each VM's demand, oldest first, to fn (possibly from several
 // goroutines at once). A gap inside a VM's history repeats the point before
 // it, so that the daily cycle stays in phase; the history starts at the VM's
-// first point. It returns how many VMs had history.
+// first point. Read at a coarser step than step (Config.BackfillPoints), each
+// point is repeated to fill the steps it stands for. It returns how many VMs
+// had history.
 func (d *Driver) Backfill(ctx context.Context, vms []hypervisor.VM, step time.Duration, n int, fn func(vm string, d []model.Resources)) (int, error) {
 	byKey := map[Key]hypervisor.VM{}
 	hosts := map[string][]string{}
@@ -223,12 +225,30 @@ func (d *Driver) Backfill(ctx context.Context, vms []hypervisor.VM, step time.Du
 		if !ok {
 			return
 		}
-		if out := Demand(p, v); len(out) > 0 {
+		if out := expand(Demand(p, v), int(p.Step/step), n); len(out) > 0 {
 			count.Add(1)
 			fn(v.ID, out)
 		}
 	})
 	return int(count.Load()), err
+}
+
+// expand repeats each of d's points k times (a point read at k steps stands
+// for each of them), keeping the newest n.
+func expand(d []model.Resources, k, n int) []model.Resources {
+	if k <= 1 {
+		return d
+	}
+	out := make([]model.Resources, 0, min(len(d)*k, n))
+	skip := max(len(d)*k-n, 0)
+	for i, r := range d {
+		for j := range k {
+			if i*k+j >= skip {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // Demand turns a VM's points into demand in model units (see

@@ -1,17 +1,19 @@
 package prometheus
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,52 +30,53 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkPrometheusFleet reads a fleet from a real Prometheus whose TSDB
-// holds synthetic exporter data built with `promtool tsdb create-blocks-from
-// openmetrics`: HEADROOM_PROM_HOSTS hosts (default 1,000) of ten VMs each,
-// HEADROOM_PROM_DAYS days (default 7) at a 5-minute step, each VM's CPU on a
-// daily curve. It reports the warm-start backfill (a week at the 5-minute
-// forecast step, every VM) and one cycle's queries. Building the data takes
-// minutes, so it runs only with HEADROOM_PROM_BENCH=1; HEADROOM_PROM_DIR keeps
-// the TSDB between runs.
+// holds a week of synthetic prometheus-libvirt-exporter data for 1,000 hosts
+// and 10,000 VMs, scraped every minute, written by tools/promdata (a separate
+// module; about 7 minutes on this machine, cached):
 //
-//	HEADROOM_PROM_BENCH=1 go test -run '^$' -bench PrometheusFleet -benchtime 1x -timeout 2h ./internal/source/prometheus
+//	(cd tools/promdata && go run . -out /var/tmp/headroom-promweek)
+//	HEADROOM_PROM_BENCH=1 flock /tmp/headroom-lab.lock go test -run '^$' -bench PrometheusFleet -benchtime 3x -timeout 1h ./internal/source/prometheus
+//
+// It reports the warm-start backfill (every VM, the engine's history length at
+// the controller's default 1-minute interval, HEADROOM_PROM_STEP to change)
+// and one cycle's queries, with the CPU time Prometheus and this process spent
+// and their peak RSS. HEADROOM_PROM_DATA names another data directory;
+// HEADROOM_PROM_BACKFILL_POINTS overrides Config.BackfillPoints. It skips
+// without HEADROOM_PROM_BENCH=1, without prometheus or without the data.
 func BenchmarkPrometheusFleet(b *testing.B) {
 	if os.Getenv("HEADROOM_PROM_BENCH") != "1" {
-		b.Skip("set HEADROOM_PROM_BENCH=1 (builds a TSDB with promtool; minutes)")
+		b.Skip("set HEADROOM_PROM_BENCH=1 (starts Prometheus on a prebuilt week of data; minutes)")
 	}
-	for _, bin := range []string{"prometheus", "promtool"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			b.Skip(bin + " not installed")
-		}
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		b.Skip("prometheus not installed (scripts/install-deps.sh)")
 	}
-	nh, days := envInt("HEADROOM_PROM_HOSTS", 1000), envInt("HEADROOM_PROM_DAYS", 7)
-	const perHost = 10
-	step := 5 * time.Minute
-	dir := os.Getenv("HEADROOM_PROM_DIR")
+	dir := os.Getenv("HEADROOM_PROM_DATA")
 	if dir == "" {
-		dir = b.TempDir()
+		dir = "/var/tmp/headroom-promweek"
 	}
-	dir = filepath.Join(dir, fmt.Sprintf("h%d-d%d", nh, days))
-	tsdb := filepath.Join(dir, "tsdb")
-	endFile := filepath.Join(dir, "end")
-	if _, err := os.Stat(endFile); err != nil {
-		t0 := time.Now()
-		end := time.Now().Truncate(step)
-		if err := writeOpenMetrics(filepath.Join(dir, "data.om"), nh, perHost, days, step, end); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		out, err := exec.Command("promtool", "tsdb", "create-blocks-from", "openmetrics", filepath.Join(dir, "data.om"), tsdb).CombinedOutput()
-		if err != nil {
-			b.Fatalf("promtool: %v\n%s", err, out)
-		}
-		os.Remove(filepath.Join(dir, "data.om"))
-		os.WriteFile(endFile, []byte(strconv.FormatInt(end.Unix(), 10)), 0o644)
-		b.Logf("data: written in %v, blocks built in %v", t1.Sub(t0).Round(time.Second), time.Since(t1).Round(time.Second))
+	eb, err := os.ReadFile(filepath.Join(dir, "end"))
+	if err != nil {
+		b.Skipf("no data set in %s: build it with (cd tools/promdata && go run . -out %s)", dir, dir)
 	}
-	eb, _ := os.ReadFile(endFile)
-	endUnix, _ := strconv.ParseInt(string(eb), 10, 64)
+	var par struct{ Hosts, VMs, Days int }
+	pb, err := os.ReadFile(filepath.Join(dir, "params.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := json.Unmarshal(pb, &par); err != nil {
+		b.Fatalf("%s/params.json: %v", dir, err)
+	}
+	endUnix, err := strconv.ParseInt(strings.TrimSpace(string(eb)), 10, 64)
+	if err != nil {
+		b.Fatalf("%s/end: %v", dir, err)
+	}
 	end := time.Unix(endUnix, 0)
+	nh, perHost := par.Hosts, par.VMs
+	step := time.Minute
+	if s, err := time.ParseDuration(os.Getenv("HEADROOM_PROM_STEP")); err == nil && s > 0 {
+		step = s
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,10 +84,14 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte("global: {scrape_interval: 1m}\n"), 0o644)
-	cmd := exec.Command("prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+tsdb,
-		"--storage.tsdb.retention.time=3650d", "--web.listen-address="+addr, "--query.max-samples=200000000")
-	logf, _ := os.Create(filepath.Join(dir, "prometheus.log"))
+	work := b.TempDir()
+	os.WriteFile(filepath.Join(work, "prometheus.yml"), []byte("global: {scrape_interval: 1m}\n"), 0o644)
+	// Day blocks stay as written: no compaction into larger ones while the
+	// benchmark runs (max-block-duration), and no retention deletes them.
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(work, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--storage.tsdb.retention.time=3650d", "--storage.tsdb.max-block-duration=1d", "--web.listen-address="+addr,
+		"--query.max-samples=200000000")
+	logf, _ := os.Create(filepath.Join(work, "prometheus.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -100,7 +107,8 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 			r.Body.Close()
 		}
 		if i > 600 {
-			b.Fatal("prometheus not ready after 5 min")
+			out, _ := os.ReadFile(filepath.Join(work, "prometheus.log"))
+			b.Fatalf("prometheus not ready after 5 min:\n%s", out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -117,8 +125,10 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 				MemMiB: 4096, Size: model.Resources{CPU: 4000, Mem: 4096}}, memory.Usage{})
 		}
 	}
-	src, err := New(Config{URL: "http://" + addr, RateWindow: 10 * time.Minute, MaxAge: 15 * time.Minute, Timeout: 5 * time.Minute},
-		Options{Now: func() time.Time { return end.Add(time.Second) }})
+	// The preset and defaults: the data is scraped every minute, as the
+	// default 2m rate window expects.
+	cfg := Config{URL: "http://" + addr, Timeout: 5 * time.Minute, BackfillPoints: envInt("HEADROOM_PROM_BACKFILL_POINTS", 0)}
+	src, err := New(cfg, Options{Now: func() time.Time { return end.Add(time.Second) }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -126,105 +136,88 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	ctx := context.Background()
 	d.Hosts(ctx)
 	vms, _ := d.VMs(ctx)
+	// The controller's historyLen: a week at the interval plus 64.
 	n := int(7*24*time.Hour/step) + 64
+	b.Logf("data %s: %d hosts, %d VMs, %d days to %s; backfill %d points at %v (Prometheus read at %v), parallel %d, batch %d VMs",
+		dir, nh, nh*perHost, par.Days, end.UTC().Format(time.RFC3339), n, step,
+		step*time.Duration((n+src.cfg.BackfillPoints-1)/src.cfg.BackfillPoints), src.cfg.Parallel, src.cfg.BatchVMs)
 	b.ResetTimer()
 	var fill, cycle time.Duration
 	var samples, got int
+	promCPU0, selfCPU0 := procCPU(cmd.Process.Pid), selfCPU()
 	for b.Loop() {
 		t0 := time.Now()
+		var mu sync.Mutex
 		samples = 0
-		var mu chanMutex = make(chan struct{}, 1)
 		got, err = d.Backfill(ctx, vms, step, n, func(_ string, rs []model.Resources) {
-			mu <- struct{}{}
+			mu.Lock()
 			samples += len(rs)
-			<-mu
+			mu.Unlock()
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
-		fill += time.Since(t0)
+		el := time.Since(t0)
+		fill += el
 		t1 := time.Now()
 		st, err := d.Stats(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		cycle += time.Since(t1)
-		if len(st.VMs) != nh*perHost || len(d.Held()) != 0 {
-			b.Fatalf("stats for %d VMs, %d hosts held (%v)", len(st.VMs), len(d.Held()), firstOf(d.Held()))
+		cl := time.Since(t1)
+		cycle += cl
+		b.Logf("backfill %.2f s, cycle %.3f s", el.Seconds(), cl.Seconds())
+		if got != nh*perHost || len(st.VMs) != nh*perHost || len(d.Held()) != 0 {
+			b.Fatalf("backfilled %d VMs, stats for %d VMs, %d hosts held (%v)", got, len(st.VMs), len(d.Held()), firstOf(d.Held()))
 		}
 	}
+	b.StopTimer()
+	promCPU, ownCPU := procCPU(cmd.Process.Pid)-promCPU0, selfCPU()-selfCPU0
 	b.ReportMetric(fill.Seconds()/float64(b.N), "s-backfill")
 	b.ReportMetric(cycle.Seconds()/float64(b.N), "s-cycle-queries")
 	b.ReportMetric(float64(got), "VMs-backfilled")
 	b.ReportMetric(float64(samples)/float64(max(got, 1)), "samples/VM")
+	b.ReportMetric(promCPU/float64(b.N), "s-prom-cpu/op")
+	b.ReportMetric(ownCPU/float64(b.N), "s-client-cpu/op")
+	b.ReportMetric(float64(procHWM(cmd.Process.Pid))/(1<<20), "MiB-prom-peak-rss")
+	b.ReportMetric(float64(procHWM(os.Getpid()))/(1<<20), "MiB-client-peak-rss")
 }
 
-type chanMutex chan struct{}
+// procCPU is a process' user and system CPU seconds (Linux /proc).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return math.NaN()
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return math.NaN()
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func selfCPU() float64 { return procCPU(os.Getpid()) }
+
+// procHWM is a process' peak RSS in bytes (VmHWM).
+func procHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 func firstOf(m map[string]string) string {
 	for k, v := range m {
 		return k + ": " + v
 	}
 	return ""
-}
-
-// writeOpenMetrics writes the exporter's CPU counter and memory gauge for
-// every VM and libvirt_up for every host, one family after another, each
-// series in time order, as promtool wants.
-func writeOpenMetrics(path string, nh, perHost, days int, step time.Duration, end time.Time) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	pts := int(time.Duration(days) * 24 * time.Hour / step)
-	start := end.Add(-time.Duration(pts-1) * step).Unix()
-	sec := int64(step / time.Second)
-	rng := rand.New(rand.NewPCG(1, 1))
-	fmt.Fprintln(w, "# TYPE libvirt_domain_info_cpu_time_seconds counter")
-	for h := range nh {
-		for v := range perHost {
-			base, amp, ph := 0.2+0.6*rng.Float64(), 0.5*rng.Float64(), 2*math.Pi*rng.Float64()
-			cum := 0.0
-			lbl := fmt.Sprintf(`libvirt_domain_info_cpu_time_seconds_total{domain="vm%04d-%d",host="h%04d"} `, h, v, h)
-			for i := range pts {
-				t := start + int64(i)*sec
-				cores := max(base+amp*math.Sin(2*math.Pi*float64(t%86400)/86400+ph), 0)
-				cum += cores * float64(sec)
-				w.WriteString(lbl)
-				w.WriteString(strconv.FormatFloat(cum, 'f', 1, 64))
-				w.WriteByte(' ')
-				w.WriteString(strconv.FormatInt(t, 10))
-				w.WriteByte('\n')
-			}
-		}
-	}
-	fmt.Fprintln(w, "# TYPE libvirt_domain_info_memory_usage_bytes gauge")
-	for h := range nh {
-		for v := range perHost {
-			lbl := fmt.Sprintf(`libvirt_domain_info_memory_usage_bytes{domain="vm%04d-%d",host="h%04d"} 4294967296 `, h, v, h)
-			for i := range pts {
-				w.WriteString(lbl)
-				w.WriteString(strconv.FormatInt(start+int64(i)*sec, 10))
-				w.WriteByte('\n')
-			}
-		}
-	}
-	fmt.Fprintln(w, "# TYPE libvirt_up gauge")
-	for h := range nh {
-		lbl := fmt.Sprintf(`libvirt_up{host="h%04d"} 1 `, h)
-		for i := range pts {
-			w.WriteString(lbl)
-			w.WriteString(strconv.FormatInt(start+int64(i)*sec, 10))
-			w.WriteByte('\n')
-		}
-	}
-	fmt.Fprintln(w, "# EOF")
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
 }

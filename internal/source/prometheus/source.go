@@ -1,12 +1,16 @@
 package prometheus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"text/template"
 	"time"
@@ -23,6 +27,8 @@ type Source struct {
 	tmpl   [nQueries]*template.Template
 	now    func() time.Time
 	values map[string]string // host ID -> host label value
+	hc     *http.Client      // backfill's own requests (see decodeMatrix)
+	bufs   sync.Pool         // *bytes.Buffer for backfill answers
 }
 
 // Options are what a YAML file cannot say.
@@ -61,7 +67,7 @@ func New(cfg Config, opt Options) (*Source, error) {
 	for v, id := range cfg.Hosts {
 		values[id] = v
 	}
-	return &Source{cfg: cfg, api: v1.NewAPI(c), tmpl: tmpl, now: now, values: values}, nil
+	return &Source{cfg: cfg, api: v1.NewAPI(c), tmpl: tmpl, now: now, values: values, hc: &http.Client{Transport: rt}}, nil
 }
 
 // Config is the source's configuration with defaults filled.
@@ -201,7 +207,9 @@ func (s *Source) instant(ctx context.Context, t *template.Template, v vars, at t
 }
 
 // Points are one VM's history at a fixed step, oldest first: Start is the
-// first point's time. A point no query had is NaN in every field.
+// first point's time. A point no query had is NaN in every field. In a
+// backfill, NetRxBps holds receive and transmit together (NetTxBps is NaN),
+// and DiskRdBps reads and writes.
 type Points struct {
 	Start time.Time
 	Step  time.Duration
@@ -211,11 +219,13 @@ type Points struct {
 // maxPoints keeps a range query under Prometheus' 11,000 points per series.
 const maxPoints = 10000
 
-// History reads up to n points at step, ending one step before now (the
+// History reads the last n steps' history, ending one step before now (the
 // present is the caller's own sample), for the VMs on the given hosts (host
-// ID -> VM names). It runs batches of about BatchVMs VMs, Parallel at a time,
-// and calls fn for each VM once its batch is in; fn may be called from several
-// goroutines at once. VMs without any data are not reported.
+// ID -> VM names). Past Config.BackfillPoints it reads at a multiple of step
+// (Points.Step), each point then standing for that many steps. It runs
+// batches of about BatchVMs VMs, Parallel at a time, and calls fn for each VM
+// once its batch is in; fn may be called from several goroutines at once. VMs
+// without any data are not reported.
 func (s *Source) History(ctx context.Context, hosts map[string][]string, step time.Duration, n int, fn func(Key, Points)) error {
 	if step <= 0 || n <= 0 {
 		return nil
@@ -224,6 +234,8 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	if !end.Before(s.now()) {
 		end = end.Add(-step)
 	}
+	k := (n + s.cfg.BackfillPoints - 1) / s.cfg.BackfillPoints
+	step, n = step*time.Duration(k), (n+k-1)/k
 	start := end.Add(-time.Duration(n-1) * step)
 	ids := make([]string, 0, len(hosts))
 	for h := range hosts {
@@ -244,6 +256,7 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	if len(cur) > 0 {
 		batches = append(batches, cur)
 	}
+	// rate() over the whole step: a point is the step's average.
 	window := max(s.cfg.RateWindow, step)
 	sem := make(chan struct{}, s.cfg.Parallel)
 	var (
@@ -255,7 +268,7 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := s.batch(ctx, b, start, end, step, n, window, hosts, fn); err != nil {
+			if err := s.batch(ctx, b, start, step, n, window, hosts, fn); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -266,7 +279,47 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	return errors.Join(errs...)
 }
 
-func (s *Source) batch(ctx context.Context, hostIDs []string, start, end time.Time, step time.Duration, n int, window time.Duration,
+// backfillQueries are the queries of a backfill batch: net and disk each as
+// one sum of both directions (half the points to send), which matches the
+// templates' per-VM labels one to one.
+func (s *Source) backfillQueries(v vars) ([]int, []string, error) {
+	var kinds []int
+	var qs []string
+	one := func(q int) (string, error) {
+		if s.tmpl[q] == nil {
+			return "", nil
+		}
+		r, err := render(s.tmpl[q], v)
+		if err != nil {
+			return "", fmt.Errorf("prometheus queries.%s: %w", queryField[q], err)
+		}
+		return r, nil
+	}
+	for _, pair := range [][2]int{{qCPU, -1}, {qMem, -1}, {qNetRx, qNetTx}, {qDiskRd, qDiskWr}} {
+		a, err := one(pair[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		b := ""
+		if pair[1] >= 0 {
+			if b, err = one(pair[1]); err != nil {
+				return nil, nil, err
+			}
+		}
+		switch {
+		case a != "" && b != "":
+			a = "(" + a + ") + (" + b + ")"
+		case a == "":
+			a = b
+		}
+		if a != "" {
+			kinds, qs = append(kinds, pair[0]), append(qs, a)
+		}
+	}
+	return kinds, qs, nil
+}
+
+func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, step time.Duration, n int, window time.Duration,
 	hosts map[string][]string, fn func(Key, Points)) error {
 	values := make([]string, len(hostIDs))
 	for i, h := range hostIDs {
@@ -281,44 +334,45 @@ func (s *Source) batch(ctx context.Context, hostIDs []string, start, end time.Ti
 			want[Key{vm, h}] = true
 		}
 	}
-	v := s.vars(values, window)
+	kinds, qs, err := s.backfillQueries(s.vars(values, window))
+	if err != nil {
+		return err
+	}
 	got := map[Key][]Reading{}
-	for q := qCPU; q <= qDiskWr; q++ {
-		t := s.tmpl[q]
-		if t == nil {
-			continue
-		}
-		query, err := render(t, v)
-		if err != nil {
-			return fmt.Errorf("prometheus queries.%s: %w", queryField[q], err)
+	startMs, stepMs := start.UnixMilli(), step.Milliseconds()
+	vmName, hostName := s.cfg.VMLabel, s.cfg.HostLabel
+	for j, query := range qs {
+		q := kinds[j]
+		sink := func(lbl map[string]string) func(int64, float64) {
+			vm, h := lbl[vmName], lbl[hostName]
+			if vm == "" || h == "" {
+				return nil
+			}
+			k := Key{vm, s.cfg.hostID(h)}
+			if !want[k] {
+				return nil
+			}
+			rs := got[k]
+			if rs == nil {
+				rs = make([]Reading, n)
+				for i := range rs {
+					rs[i] = nanReading()
+				}
+				got[k] = rs
+			}
+			return func(ms int64, v float64) {
+				i := int((ms - startMs + stepMs/2) / stepMs)
+				if i >= 0 && i < n && ms+stepMs/2 >= startMs {
+					rs[i].set(q, v)
+				}
+			}
 		}
 		// Long histories go in pieces of maxPoints.
 		for off := 0; off < n; off += maxPoints {
 			m := min(maxPoints, n-off)
 			from := start.Add(time.Duration(off) * step)
-			mat, err := s.rangeQuery(ctx, query, v1.Range{Start: from, End: from.Add(time.Duration(m-1) * step), Step: step})
-			if err != nil {
+			if err := s.rangeQuery(ctx, query, from, from.Add(time.Duration(m-1)*step), step, sink); err != nil {
 				return fmt.Errorf("prometheus queries.%s (backfill): %w", queryField[q], err)
-			}
-			for _, ss := range mat {
-				k, ok := s.key(ss.Metric)
-				if !ok || !want[k] {
-					continue
-				}
-				rs := got[k]
-				if rs == nil {
-					rs = make([]Reading, n)
-					for i := range rs {
-						rs[i] = nanReading()
-					}
-					got[k] = rs
-				}
-				for _, p := range ss.Values {
-					i := int(p.Timestamp.Time().Sub(start).Round(step) / step)
-					if i >= 0 && i < n {
-						rs[i].set(q, float64(p.Value))
-					}
-				}
 			}
 		}
 	}
@@ -328,16 +382,46 @@ func (s *Source) batch(ctx context.Context, hostIDs []string, start, end time.Ti
 	return nil
 }
 
-func (s *Source) rangeQuery(ctx context.Context, q string, r v1.Range) (pmodel.Matrix, error) {
+// rangeQuery asks query_range and decodes the answer into sink.
+func (s *Source) rangeQuery(ctx context.Context, q string, start, end time.Time, step time.Duration, sink matrixSink) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	val, _, _, err := s.api.QueryRange(ctx, q, r, v1.WithTimeout(s.cfg.Timeout))
+	form := url.Values{}
+	form.Set("query", q)
+	form.Set("start", formatTime(start))
+	form.Set("end", formatTime(end))
+	form.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
+	form.Set("timeout", promDuration(s.cfg.Timeout))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.cfg.URL, "/")+"/api/v1/query_range",
+		strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", q, err)
+		return fmt.Errorf("%s: %w", q, err)
 	}
-	mat, ok := val.(pmodel.Matrix)
-	if !ok {
-		return nil, fmt.Errorf("%s: a %s, not a range vector", q, val.Type())
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", q, err)
 	}
-	return mat, nil
+	defer resp.Body.Close()
+	buf, _ := s.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	defer s.bufs.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return fmt.Errorf("%s: reading the answer: %w", q, err)
+	}
+	if err := decodeMatrix(buf.Bytes(), sink); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) || resp.StatusCode/100 == 2 {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+		return fmt.Errorf("%s: HTTP %s", q, resp.Status)
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1e3, 'f', -1, 64)
 }

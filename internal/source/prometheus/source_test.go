@@ -167,3 +167,59 @@ func TestBackfill(t *testing.T) {
 		t.Errorf("queries not batched by host: %q", f.queries)
 	}
 }
+
+// TestBackfillCoarse: past BackfillPoints the history is read at a multiple
+// of the step, each point repeated for the steps it stands for, newest last;
+// net is read as one sum of both directions.
+func TestBackfillCoarse(t *testing.T) {
+	step := time.Minute
+	now := time.Unix(1_700_000_000, 0).Truncate(step).Add(30 * time.Second)
+	end := now.Truncate(step)
+	// n=5 with at most 2 points: read every 3 minutes, 2 points.
+	at := func(i int) float64 { return float64(end.Add(-time.Duration(3*i) * step).Unix()) }
+	f := &fakeProm{ranges: map[string][]fakeSeries{
+		cpuQ: {{labels: vmLabels("a", "h1"), points: [][2]float64{{at(1), 1}, {at(0), 2}}}},
+		"receive_bytes": {{labels: vmLabels("a", "h1"), points: [][2]float64{{at(1), 1024}, {at(0), 2048}}}},
+	}}
+	src, err := New(Config{URL: f.start(t), BackfillPoints: 2}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDriver(memCluster(t), src)
+	vms, err := d.VMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a []model.Resources
+	var mu sync.Mutex
+	if _, err := d.Backfill(context.Background(), vms, step, 5, func(vm string, rs []model.Resources) {
+		mu.Lock()
+		defer mu.Unlock()
+		if vm == "a" {
+			a = rs
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{1000, 1000, 2000, 2000, 2000} // the older point's first step is beyond n
+	if len(a) != len(want) {
+		t.Fatalf("a: %d points %+v, want %d", len(a), a, len(want))
+	}
+	for i, w := range want {
+		if a[i].CPU != w {
+			t.Errorf("a[%d].CPU = %v, want %v (%+v)", i, a[i].CPU, w, a)
+		}
+	}
+	if a[0].Net != 1 || a[4].Net != 2 {
+		t.Errorf("net %v .. %v KiB/s, want 1 .. 2", a[0].Net, a[4].Net)
+	}
+	summed := false
+	for _, q := range f.queries {
+		if strings.Contains(q, "receive_bytes") && strings.Contains(q, ") + (") && strings.Contains(q, "transmit_bytes") && strings.Contains(q, "[180s]") {
+			summed = true
+		}
+	}
+	if !summed {
+		t.Errorf("no summed net query over the 3-minute step: %q", f.queries)
+	}
+}
