@@ -78,6 +78,12 @@ type Config struct {
 	Prometheus SourceConfig `yaml:"prometheus"`
 	// HA runs several replicas on etcd, one acting (haconfig.go).
 	HA HAConfig `yaml:"ha"`
+	// ForgetAfter drops the forecast history of a VM absent from every
+	// listing this long (default 24h: longer than a maintenance window or a
+	// host outage, whose VMs are not counted absent while their host is
+	// silent anyway, and short enough that churn does not pile up; a VM that
+	// comes back after that starts cold, as a new one would).
+	ForgetAfter time.Duration `yaml:"forget_after"`
 	// Groups puts VMs in the policy file's groups by name: group -> glob
 	// patterns (groups.go).
 	Groups map[string][]string `yaml:"groups"`
@@ -145,6 +151,9 @@ func (c *Config) Defaults() {
 	if c.ForecastDay == 0 {
 		c.ForecastDay = 24 * time.Hour
 	}
+	if c.ForgetAfter == 0 {
+		c.ForgetAfter = 24 * time.Hour
+	}
 	for i := range c.Hosts {
 		h := &c.Hosts[i]
 		if h.IdleWatts == 0 && h.MaxWatts == 0 {
@@ -173,7 +182,8 @@ func (c *Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"migration_timeout", c.MigrationTimeout}, {"max_downtime", c.MaxDowntime}, {"stall_timeout", c.StallTimeout},
-		{"collect_timeout", c.CollectTimeout}, {"failure_backoff", c.FailureBackoff}, {"host_cooldown", c.HostCooldown}} {
+		{"collect_timeout", c.CollectTimeout}, {"failure_backoff", c.FailureBackoff}, {"host_cooldown", c.HostCooldown},
+		{"forget_after", c.ForgetAfter}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: %v must be positive", d.name, d.v)
 		}

@@ -56,6 +56,8 @@ type Controller struct {
 	wg           sync.WaitGroup
 	// ha is set when the controller is one of several replicas (ha.go).
 	ha *haState
+	// seen is when and where each VM was last listed (forget.go).
+	seen map[string]lastSeen
 	// groups map VM names to policy groups (groups.go).
 	groups *groupMap
 	// appendHook, if set, writes events instead of the log (tests: a full disk).
@@ -163,6 +165,7 @@ func (c *Controller) Step(ctx context.Context) (Cycle, error) {
 	}
 	up, vms, stats := r.up, r.vms, r.stats
 	c.checkRules(r)
+	c.forget(r) // forget.go
 	c.settleUnsettled(ctx)
 	up, vms = c.fromSource(ctx, up, vms) // warm start and holds (warmstart.go)
 	now := c.now()

@@ -271,7 +271,7 @@ func (s *server) logout(w http.ResponseWriter, r *http.Request) {
 
 // EventKinds are the kinds GET /api/events?kind= accepts.
 var EventKinds = []string{store.Decision, store.NoSuitableHost, store.Skipped, store.Approved, store.MigrationStart,
-	store.MigrationEnd, store.Failure, store.Reconciled, store.Drain, controller.ModeChange, controller.MigrationVerify}
+	store.MigrationEnd, store.Failure, store.Reconciled, store.Drain, controller.ModeChange, controller.MigrationVerify, controller.VMForgotten}
 
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -102,10 +103,24 @@ func start(bin, dir string) (*Server, error) {
 		"--log-level", "warn", "--logger", "zap")
 	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.out}, &lockedWriter{w: s.out}
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	// Pdeathsig fires when the OS thread that forked etcd exits, not the
+	// process: a test that locks a goroutine to a thread and lets it die (the
+	// lab's setns) would kill etcd at random. So fork from a thread of our own,
+	// locked until etcd has exited; etcd still dies with the test process.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with etcd
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.cmd.Wait()
+		close(s.exited)
+	}()
+	if err := <-started; err != nil {
 		return nil, err
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
