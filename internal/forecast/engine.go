@@ -35,7 +35,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.cap}}, nil
+	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.ringWords()}}, nil
 }
 
 // Horizon is the longest forecast in steps.
@@ -256,14 +256,17 @@ func touch(v *VM) float32 {
 	defer v.mu.Unlock()
 	var s float32
 	for _, r := range v.res {
-		if r == nil || len(r.hist.buf) == 0 {
+		if r == nil || r.hist.Len() == 0 {
 			continue
 		}
 		for i := 0; i < len(r.slab); i += 16 {
 			s += r.slab[i]
 		}
 		h := &r.hist
-		s += h.buf[h.head%len(h.buf)]
+		s += h.At(0)
+		if h.bsz > 0 { // the peak block the next sample updates
+			s += h.block(h.size + int(h.total/int64(h.bsz)%int64(h.nb)))
+		}
 		// The seasonal models read a day and a week back.
 		if d := int(r.def.day); d > 0 && d < h.Len() {
 			s += h.At(d)
