@@ -13,7 +13,7 @@ import (
 // nearest even) when the series is configured with 16-bit history: at fleet
 // scale the rings are most of the memory. bfloat16 keeps float32's range and
 // sign, so memory in KB and byte rates fit, with 8 significant bits (at most
-// 0.2 % relative error). Each sample is rounded once, when pushed, and the
+// 2^-8 = 0.4 % relative error, half that on average). Each sample is rounded once, when pushed, and the
 // newest exactN samples are also kept as float32 and At returns those: the
 // short windows, medians and means the models keep see exact values, and only
 // the seasonal lags (a day and a week back) read rounded ones. Without that, a
