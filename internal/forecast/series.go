@@ -52,7 +52,7 @@ type shared struct {
 	half   bool  // 16-bit history
 	bsz    int32 // samples per peak block
 	nb     int32 // peak blocks: enough for a day in any alignment
-	off    int // where the calibration starts in a Series' slab
+	off    int   // where the calibration starts in a Series' slab
 	steps  []trackStep
 	psteps [len(probLevels)]trackStep
 }
