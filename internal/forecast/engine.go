@@ -262,9 +262,15 @@ func touch(v *VM) float32 {
 		for i := 0; i < len(r.slab); i += 16 {
 			s += r.slab[i]
 		}
+		// The lines the next sample writes: the ring at head, the exact copy
+		// (16-bit) and the peak block.
 		h := &r.hist
-		s += h.At(0)
-		if h.bsz > 0 { // the peak block the next sample updates
+		if h.half {
+			s += float32(h.b16[h.head]) + h.exact()[h.total&(exactN-1)]
+		} else {
+			s += h.buf[h.head]
+		}
+		if h.bsz > 0 {
 			s += h.block(h.size + int(h.total/int64(h.bsz)%int64(h.nb)))
 		}
 		// The seasonal models read a day and a week back.
