@@ -271,7 +271,7 @@ func touch(v *VM) float32 {
 			s += h.buf[h.head]
 		}
 		if h.bsz > 0 {
-			s += h.block(h.size + int(h.total/int64(h.bsz)%int64(h.nb)))
+			s += h.block(h.size + int(h.bslot))
 		}
 		// The seasonal models read a day and a week back.
 		if d := int(r.def.day); d > 0 && d < h.Len() {

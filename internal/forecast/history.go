@@ -35,6 +35,9 @@ type History struct {
 	half  bool  // 16-bit samples
 	bsz   int32 // samples per peak block; 0: no block maxima
 	nb    int32 // peak blocks kept
+	// Counters instead of divisions on every push: the next sample's offset
+	// in its block and that block's slot, and where the exact copy starts.
+	bpos, bslot, xoff int32
 }
 
 const minHistory = 128 // the longest window a model reads plus slack
@@ -71,6 +74,7 @@ func ringWords(size int, half bool, nb int) int {
 // setBuf makes raw (ringWords long) the ring, of size samples.
 func (h *History) setBuf(raw []float32, size int) {
 	h.buf, h.size, h.b16 = raw, size, nil
+	h.xoff = int32((size + int(h.nb) + 1) / 2)
 	if h.half {
 		h.b16 = unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(raw))), 2*len(raw))
 	}
@@ -78,8 +82,7 @@ func (h *History) setBuf(raw []float32, size int) {
 
 // exact is the float32 copy of the newest samples (16-bit mode).
 func (h *History) exact() []float32 {
-	o := (h.size + int(h.nb) + 1) / 2
-	return h.buf[o : o+exactN]
+	return h.buf[h.xoff : h.xoff+exactN]
 }
 
 // toBF16 rounds x to the nearest bfloat16, ties to even. NaN stays NaN, and a
@@ -127,12 +130,18 @@ func (h *History) push(x float32) {
 		// Blocks hold the max of the stored (rounded) values: rounding is
 		// monotone, so that is the max of what At returns once the block is
 		// older than the exact samples, and Peak reads no block before then.
-		k := h.size + int(h.total/int64(h.bsz)%int64(h.nb))
+		k := h.size + int(h.bslot)
 		m := q
-		if h.total%int64(h.bsz) != 0 {
+		if h.bpos != 0 {
 			m = max(h.block(k), q)
 		}
 		h.setBlock(k, m)
+		if h.bpos++; h.bpos == h.bsz {
+			h.bpos = 0
+			if h.bslot++; h.bslot == h.nb {
+				h.bslot = 0
+			}
+		}
 	}
 	h.head++
 	if h.head == h.size {
@@ -211,6 +220,14 @@ func (h *History) fill(xs []float32, total int64) {
 		}
 		h.setBlock(k, m)
 	}
+	h.setBlockCounters()
+}
+
+func (h *History) setBlockCounters() {
+	if h.bsz > 0 {
+		bs := int64(h.bsz)
+		h.bpos, h.bslot = int32(h.total%bs), int32(h.total/bs%int64(h.nb))
+	}
 }
 
 // Len is the number of samples held.
@@ -233,7 +250,7 @@ func (h *History) At(i int) float32 {
 	}
 	if h.b16 != nil {
 		if i < exactN {
-			return h.exact()[(h.total-1-int64(i))&(exactN-1)]
+			return h.buf[int(h.xoff)+int((h.total-1-int64(i))&(exactN-1))]
 		}
 		return fromBF16(h.b16[j])
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // Config sets up a Series or an Engine. The zero value gives 5-minute steps,
-// a 6-step horizon, a week of history and bounds at 0.5, 0.8, 0.9, 0.95, 0.99.
+// a 6-step horizon, a week of 16-bit history and bounds at 0.5, 0.8, 0.9,
+// 0.95, 0.99.
 type Config struct {
 	Step     float64   // seconds between samples; default 300
 	Horizon  int       // longest forecast in steps; default 6
