@@ -337,6 +337,10 @@ func (b *blend) longMedian(m24 float32, h *History) (m96, m192 float32) {
 // winObserve updates the sorted window v (len = samples held, cap = k) after x
 // was pushed to h, and returns the new length.
 func winObserve(v []float32, h *History, k int, x float32) int {
+	if k >= exactN {
+		// At(k) will return x as stored, so keep that value to find it then.
+		x = h.Quantize(x)
+	}
 	if h.Len() > k {
 		i := search(v, h.At(k))
 		copy(v[i:], v[i+1:])

@@ -35,7 +35,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.cap}}, nil
+	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.ringWords()}}, nil
 }
 
 // Horizon is the longest forecast in steps.
@@ -256,14 +256,23 @@ func touch(v *VM) float32 {
 	defer v.mu.Unlock()
 	var s float32
 	for _, r := range v.res {
-		if r == nil || len(r.hist.buf) == 0 {
+		if r == nil || r.hist.Len() == 0 {
 			continue
 		}
 		for i := 0; i < len(r.slab); i += 16 {
 			s += r.slab[i]
 		}
+		// The lines the next sample writes: the ring at head, the exact copy
+		// (16-bit) and the peak block.
 		h := &r.hist
-		s += h.buf[h.head%len(h.buf)]
+		if h.half {
+			s += float32(h.b16[h.head]) + h.exact()[h.total&(exactN-1)]
+		} else {
+			s += h.buf[h.head]
+		}
+		if h.bsz > 0 {
+			s += h.block(h.size + int(h.bslot))
+		}
 		// The seasonal models read a day and a week back.
 		if d := int(r.def.day); d > 0 && d < h.Len() {
 			s += h.At(d)

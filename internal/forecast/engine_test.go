@@ -113,16 +113,23 @@ func TestEngineConcurrentUse(t *testing.T) {
 
 func TestFleetMemoryPerSample(t *testing.T) {
 	// The week-long history a default Series keeps, and what it costs in total.
-	s, _ := NewSeries(Config{})
-	for i := range 2100 {
-		s.Observe(float32(i % 17))
-	}
-	per := float64(s.Bytes()) / float64(s.hist.Len())
-	if hb := float64(s.hist.Bytes()) / float64(s.hist.Cap()); hb != 4 {
-		t.Errorf("history %.1f bytes a sample", hb)
-	}
-	if per > 16 {
-		t.Errorf("series state %.1f bytes a sample held", per)
+	// 16 bits (the default): 2 bytes a sample, plus the exact newest 32
+	// and the peak blocks; 32 bits: 4 plus the blocks.
+	for _, c := range []struct {
+		bits      int
+		hist, all float64
+	}{{0, 2.1, 14}, {32, 4.05, 16}} {
+		s, _ := NewSeries(Config{HistoryBits: c.bits})
+		for i := range 2100 {
+			s.Observe(float32(i % 17))
+		}
+		per := float64(s.Bytes()) / float64(s.hist.Len())
+		if hb := float64(s.hist.Bytes()) / float64(s.hist.Cap()); hb > c.hist {
+			t.Errorf("%d bits: history %.2f bytes a sample", c.bits, hb)
+		}
+		if per > c.all {
+			t.Errorf("%d bits: series state %.1f bytes a sample held", c.bits, per)
+		}
 	}
 }
 

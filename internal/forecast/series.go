@@ -8,7 +8,8 @@ import (
 )
 
 // Config sets up a Series or an Engine. The zero value gives 5-minute steps,
-// a 6-step horizon, a week of history and bounds at 0.5, 0.8, 0.9, 0.95, 0.99.
+// a 6-step horizon, a week of 16-bit history and bounds at 0.5, 0.8, 0.9,
+// 0.95, 0.99.
 type Config struct {
 	Step     float64   // seconds between samples; default 300
 	Horizon  int       // longest forecast in steps; default 6
@@ -22,6 +23,10 @@ type Config struct {
 	// LearnRate is the calibration step in units of the error scale. Larger
 	// converges faster after a change, smaller gives steadier bounds.
 	LearnRate float64
+	// HistoryBits is 16 (the default) to keep history samples as bfloat16, or
+	// 32 for float32. 16 halves the memory of the rings, which at fleet scale
+	// are most of it; see History for the precision.
+	HistoryBits int
 }
 
 // Defaults.
@@ -45,7 +50,10 @@ type shared struct {
 	levels []float32
 	lr     float32
 	cap    int
-	off    int // where the calibration starts in a Series' slab
+	half   bool  // 16-bit history
+	bsz    int32 // samples per peak block
+	nb     int32 // peak blocks: enough for a day in any alignment
+	off    int   // where the calibration starts in a Series' slab
 	steps  []trackStep
 	psteps [len(probLevels)]trackStep
 }
@@ -87,7 +95,18 @@ func (c Config) shared() (*shared, error) {
 	if c.Capacity < 0 {
 		return nil, fmt.Errorf("forecast: capacity %d samples is negative", c.Capacity)
 	}
-	sh := &shared{params: p, spec: spec, lr: float32(c.LearnRate), cap: max(c.Capacity, minHistory)}
+	switch c.HistoryBits {
+	case 0, 16, 32:
+	default:
+		return nil, fmt.Errorf("forecast: history bits %d: want 16 or 32", c.HistoryBits)
+	}
+	sh := &shared{params: p, spec: spec, lr: float32(c.LearnRate), cap: max(c.Capacity, minHistory), half: c.HistoryBits != 32}
+	// Peak reads the last day: blocks of sqrt(day) samples make that a scan of
+	// under one block plus about sqrt(day) block maxima.
+	if d := p.day(); d > 0 {
+		sh.bsz = int32(math.Ceil(math.Sqrt(float64(d))))
+		sh.nb = int32((d+int(sh.bsz)-1)/int(sh.bsz) + 1)
+	}
 	for _, l := range ls {
 		if !(l > 0 && l < 1) {
 			return nil, fmt.Errorf("forecast: confidence %v out of (0,1)", l)
@@ -153,14 +172,15 @@ func NewSeries(cfg Config) (*Series, error) {
 }
 
 // newSeries makes a Series; ring, if not nil, is its full-capacity history
-// buffer.
+// buffer (sh.ringWords() long).
 func newSeries(sh *shared, ring []float32) *Series {
 	h := sh.params.Horizon
 	s := &Series{sh: sh, row: -1}
 	if ring != nil {
-		s.hist.max, s.hist.buf = len(ring), ring
+		s.hist.max, s.hist.half, s.hist.bsz, s.hist.nb = sh.cap, sh.half, sh.bsz, sh.nb
+		s.hist.setBuf(ring, sh.cap)
 	} else {
-		s.hist.init(sh.cap)
+		s.hist.init(sh.cap, sh.half, int(sh.bsz), int(sh.nb))
 	}
 	nl, np := len(sh.levels), len(probLevels)
 	n := h*h + h + nl*h + np*h
@@ -200,22 +220,13 @@ func (s *Series) History() *History { return &s.hist }
 
 // Peak is the largest of the newest n samples held (all of them when n <= 0),
 // or 0 without history: what the VM has shown it can reach recently.
-func (s *Series) Peak(n int) float32 {
-	if n <= 0 || n > s.hist.Len() {
-		n = s.hist.Len()
-	}
-	var m float32
-	for i := range n {
-		m = max(m, s.hist.At(i))
-	}
-	return m
-}
+func (s *Series) Peak(n int) float32 { return s.hist.Peak(n) }
 
 // Observe adds the next sample and updates model and calibration.
 func (s *Series) Observe(x float32) {
 	h := s.sh.params.Horizon
 	pend, psc, qs, qmax := s.parts()
-	s.hist.Push(x)
+	s.hist.push(x)
 
 	// Score the forecasts made at origins t-1..t-h (rows row, row-1, ...).
 	n := min(int64(h), s.hist.total-1)
@@ -380,15 +391,19 @@ func (s *Series) ProbExceed(x float64, steps int) float64 {
 // arena if given. Benchmarks use it to build a large fleet in steady state.
 func (s *Series) clone(arena *ringArena) *Series {
 	c := *s
-	c.hist.buf = slices.Clone(s.hist.buf)
-	if len(c.hist.buf) == c.hist.max && arena != nil {
-		c.hist.buf = arena.get()
-		copy(c.hist.buf, s.hist.buf)
+	buf := slices.Clone(s.hist.buf)
+	if s.hist.size == s.hist.max && arena != nil {
+		buf = arena.get()
+		copy(buf, s.hist.buf)
 	}
+	c.hist.setBuf(buf, s.hist.size)
 	c.slab = slices.Clone(s.slab)
 	c.def.slab = c.slab[:s.sh.off]
 	return &c
 }
+
+// ringWords is the length of a full ring from the arena, in float32 words.
+func (sh *shared) ringWords() int { return ringWords(sh.cap, sh.half, int(sh.nb)) }
 
 // Bytes is the memory of the series: struct, slab and history.
 func (s *Series) Bytes() int {

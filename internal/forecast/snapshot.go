@@ -376,7 +376,7 @@ func (e *Engine) decodeSeries(d *decoder) (*Series, error) {
 	if total < 1 {
 		return fail("%d samples", total)
 	}
-	held := int(min(total, int64(len(ring))))
+	held := int(min(total, int64(sh.cap)))
 	if held*4 > len(d.b) {
 		return fail("truncated")
 	}
@@ -403,21 +403,27 @@ func (e *Engine) decodeSeries(d *decoder) (*Series, error) {
 		return fail("%v", err)
 	}
 	d.f32s(s.slab)
-	d.f32s(ring[:held])
+	xs := make([]float32, held)
+	d.f32s(xs)
 	if d.err != nil {
 		return fail("")
 	}
-	for _, x := range ring[:held] {
+	for _, x := range xs {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return fail("non-finite sample")
 		}
 	}
-	s.hist.n, s.hist.head = held, held%len(ring)
+	// Samples are saved as float32 whatever the history's width, so a
+	// snapshot of either loads into either; into 16 bits they are rounded
+	// here (a no-op for one saved from 16 bits).
+	s.hist.fill(xs, total)
 	// The sorted window is derived from the history: rebuild it rather than
 	// trust it, since later updates search it for samples that leave.
 	win, _, _, _ := b.parts()
 	w := win[:b.nw]
-	copy(w, ring[held-int(b.nw):held])
+	for i := range w {
+		w[i] = s.hist.At(i)
+	}
 	slices.Sort(w)
 	return s, nil
 }

@@ -189,3 +189,42 @@ func FuzzSnapshotLoad(f *testing.F) {
 		}
 	})
 }
+
+// Snapshots keep float32 samples whatever the history's width, so one saved
+// by a 32-bit engine (the only kind before 16-bit history) loads into a
+// 16-bit one and vice versa: the cached forecasts are the same, and after
+// more samples the two differ only by rounding.
+func TestSnapshotAcrossHistoryWidths(t *testing.T) {
+	ids := []string{"a", "b"}
+	for _, bits := range [][2]int{{32, 16}, {16, 32}} {
+		from, to := snapCfg, snapCfg
+		from.HistoryBits, to.HistoryBits = bits[0], bits[1]
+		a, _ := NewEngine(from)
+		feed(a, rand.New(rand.NewPCG(9, 9)), ids, 700)
+		var buf bytes.Buffer
+		if err := a.Save(&buf); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := NewEngine(to)
+		if err := b.Load(&buf); err != nil {
+			t.Fatalf("%d -> %d bits: %v", bits[0], bits[1], err)
+		}
+		sameForecasts(t, a, b, ids)
+		for i := range 300 {
+			feed(a, rand.New(rand.NewPCG(4, uint64(i))), ids, 1)
+			feed(b, rand.New(rand.NewPCG(4, uint64(i))), ids, 1)
+		}
+		for _, id := range ids {
+			fa, _ := a.Forecast(id, 6, 0.9)
+			fb, _ := b.Forecast(id, 6, 0.9)
+			for i := range 6 {
+				for _, r := range model.AllResources {
+					x, y := fa.Upper[i].Get(r), fb.Upper[i].Get(r)
+					if math.Abs(x-y) > 0.01*math.Abs(x)+1e-9 {
+						t.Errorf("%d -> %d bits, %s %v step %d: bound %v vs %v", bits[0], bits[1], id, r, i+1, x, y)
+					}
+				}
+			}
+		}
+	}
+}
