@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -82,7 +83,15 @@ func New(cfg Config, drv hypervisor.Driver, log *store.Log) (*Controller, error)
 	if err != nil {
 		return nil, err
 	}
-	dirty, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: 2, Day: cfg.ForecastDay.Seconds()})
+	// The dirty rate is forecast two steps ahead to choose a move's options, where
+	// the weekly cycle adds nothing the last day does not: a day of history
+	// (a fifth of the memory of a week's) is enough.
+	day := cfg.ForecastDay.Seconds()
+	if day <= 0 {
+		day = 86400
+	}
+	dirty, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval.Seconds(), Horizon: 2, Day: cfg.ForecastDay.Seconds(),
+		Capacity: int(math.Ceil(day/cfg.Interval.Seconds())) + 64})
 	if err != nil {
 		return nil, err
 	}
