@@ -29,6 +29,7 @@ type cycle struct {
 	// peaky is ctx with the peak rule: overload relief tries it first when
 	// placement.prefer_room_for_peaks is on (nil when off).
 	peaky    *placement.Context
+	only     []bool // every host excluded but one, for peakRoom
 	explain  bool
 	budget   int
 	inFlight map[string]bool
@@ -180,13 +181,17 @@ func (c *cycle) overload() {
 			st.Remove(v, h)
 			// A target that also has room for a recent peak takes no risk a VM has
 			// already shown; without one, the bound alone, as leaving the breach is worse.
-			t, cands, noPeakRoom := -1, []placement.Candidate(nil), false
-			if c.peaky != nil {
-				t, cands = c.p.chain.Select(c.peaky, v, excl, c.explain)
-				noPeakRoom = t < 0
-			}
-			if t < 0 {
-				t, cands = c.p.chain.Select(c.ctx, v, excl, c.explain)
+			// Both contexts score alike, so when the bound's best host has peak room it is
+			// also the best of those with peak room, and the full peak search (costly on
+			// a large fleet) runs only when it has not.
+			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
+			noPeakRoom := false
+			if t >= 0 && c.peaky != nil && !c.peakRoom(v, t) {
+				if pt, pc := c.p.chain.Select(c.peaky, v, excl, c.explain); pt >= 0 {
+					t, cands = pt, pc
+				} else {
+					noPeakRoom = true
+				}
 			}
 			shortOnly := false
 			if t < 0 && c.last < st.Steps() {
@@ -223,6 +228,20 @@ func (c *cycle) overload() {
 			}))
 		}
 	}
+}
+
+// peakRoom: host t passes the chain with the peak rule for v (a one-host search).
+func (c *cycle) peakRoom(v, t int) bool {
+	if c.only == nil {
+		c.only = make([]bool, len(c.snap.Hosts))
+		for h := range c.only {
+			c.only[h] = true
+		}
+	}
+	c.only[t] = false
+	h, _ := c.p.chain.Select(c.peaky, v, c.only, false)
+	c.only[t] = true
+	return h == t
 }
 
 // pick chooses the VM to leave h: of the VMs whose move alone makes the host safe
