@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +94,8 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 		"--query.max-samples=200000000")
 	logf, _ := os.Create(filepath.Join(work, "prometheus.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Prometheus dies with the benchmark even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,7 +29,11 @@ type Source struct {
 	now    func() time.Time
 	values map[string]string // host ID -> host label value
 	hc     *http.Client      // backfill's own requests (see decodeMatrix)
-	bufs   sync.Pool         // *bytes.Buffer for backfill answers
+	// inner are the queries whose template is `sum by (VM, Host) (X)` or
+	// `max by (VM, Host) (X)`: a backfill asks for X and aggregates itself.
+	inner [nQueries]*template.Template
+	agg   [nQueries]byte // '+' sum, 'm' max
+	bufs  sync.Pool      // *bytes.Buffer for backfill answers
 }
 
 // Options are what a YAML file cannot say.
@@ -67,8 +72,28 @@ func New(cfg Config, opt Options) (*Source, error) {
 	for v, id := range cfg.Hosts {
 		values[id] = v
 	}
-	return &Source{cfg: cfg, api: v1.NewAPI(c), tmpl: tmpl, now: now, values: values, hc: &http.Client{Transport: rt}}, nil
+	src := &Source{cfg: cfg, api: v1.NewAPI(c), tmpl: tmpl, now: now, values: values, hc: &http.Client{Transport: rt}}
+	base, over := Presets[cfg.Preset].list(), cfg.Queries.list()
+	for q := qCPU; q <= qDiskWr; q++ {
+		text := base[q]
+		if over[q] != "" {
+			text = over[q]
+		}
+		if m := outerAgg.FindStringSubmatch(text); m != nil && tmpl[q] != nil {
+			if t, err := template.New(queryField[q]).Option("missingkey=error").Parse(m[2]); err == nil {
+				src.inner[q], src.agg[q] = t, map[string]byte{"sum": '+', "max": 'm'}[m[1]]
+			}
+		}
+	}
+	return src, nil
 }
+
+// outerAgg matches a template that aggregates by exactly the VM and host
+// labels. Prometheus 2.42 spends about five times as long on such a range
+// query as on its inner one (it builds each series' group at every step), so
+// a backfill sends the inner query and sums or maxes by VM and host itself:
+// the same result, a fraction of the server's time.
+var outerAgg = regexp.MustCompile(`(?s)^\s*(sum|max) by \(\{\{\.VM\}\}, ?\{\{\.Host\}\}\) \((.*)\)\s*$`)
 
 // Config is the source's configuration with defaults filled.
 func (s *Source) Config() Config { return s.cfg }
@@ -90,6 +115,39 @@ type Reading struct {
 func nanReading() Reading {
 	n := math.NaN()
 	return Reading{n, n, n, n, n, n}
+}
+
+// combine adds v into field q: op '+' sums, 'm' keeps the maximum, 0 sets.
+func (r *Reading) combine(q int, op byte, v float64) {
+	if old := r.get(q); op != 0 && !math.IsNaN(old) {
+		switch op {
+		case '+':
+			v += old
+		case 'm':
+			if math.IsNaN(v) || v < old {
+				v = old
+			}
+		}
+	}
+	r.set(q, v)
+}
+
+func (r *Reading) get(q int) float64 {
+	switch q {
+	case qCPU:
+		return r.Cores
+	case qMem:
+		return r.MemBytes
+	case qNetRx:
+		return r.NetRxBps
+	case qNetTx:
+		return r.NetTxBps
+	case qDiskRd:
+		return r.DiskRdBps
+	case qDiskWr:
+		return r.DiskWrBps
+	}
+	return math.NaN()
 }
 
 func (r *Reading) set(q int, v float64) {
@@ -279,44 +337,66 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	return errors.Join(errs...)
 }
 
-// backfillQueries are the queries of a backfill batch: net and disk each as
-// one sum of both directions (half the points to send), which matches the
-// templates' per-VM labels one to one.
-func (s *Source) backfillQueries(v vars) ([]int, []string, error) {
-	var kinds []int
-	var qs []string
-	one := func(q int) (string, error) {
-		if s.tmpl[q] == nil {
+// bfQuery is one query of a backfill batch: its answer goes into slot,
+// series of one VM combined by op ('+' sum, 'm' max, 0 one series).
+type bfQuery struct {
+	slot int
+	op   byte
+	q    string
+}
+
+// backfillQueries are the queries of a backfill batch. Net and disk each
+// fill one slot with both directions: aggregated here when the templates
+// allow (see outerAgg), else as one server-side sum (half the points to
+// send), which matches the templates' per-VM labels one to one.
+func (s *Source) backfillQueries(v vars) ([]bfQuery, error) {
+	var out []bfQuery
+	one := func(q int, t *template.Template) (string, error) {
+		if t == nil {
 			return "", nil
 		}
-		r, err := render(s.tmpl[q], v)
+		r, err := render(t, v)
 		if err != nil {
 			return "", fmt.Errorf("prometheus queries.%s: %w", queryField[q], err)
 		}
 		return r, nil
 	}
-	for _, pair := range [][2]int{{qCPU, -1}, {qMem, -1}, {qNetRx, qNetTx}, {qDiskRd, qDiskWr}} {
-		a, err := one(pair[0])
-		if err != nil {
-			return nil, nil, err
+	for _, pair := range [][]int{{qCPU}, {qMem}, {qNetRx, qNetTx}, {qDiskRd, qDiskWr}} {
+		slot := pair[0]
+		inner := true
+		for _, q := range pair {
+			inner = inner && (s.tmpl[q] == nil || s.inner[q] != nil)
 		}
-		b := ""
-		if pair[1] >= 0 {
-			if b, err = one(pair[1]); err != nil {
-				return nil, nil, err
+		if inner && (len(pair) == 1 || s.agg[pair[0]] == s.agg[pair[1]] || s.tmpl[pair[0]] == nil || s.tmpl[pair[1]] == nil) {
+			for _, q := range pair {
+				r, err := one(q, s.inner[q])
+				if err != nil {
+					return nil, err
+				}
+				if r != "" {
+					out = append(out, bfQuery{slot, s.agg[q], r})
+				}
+			}
+			continue
+		}
+		var parts []string
+		for _, q := range pair {
+			r, err := one(q, s.tmpl[q])
+			if err != nil {
+				return nil, err
+			}
+			if r != "" {
+				parts = append(parts, r)
 			}
 		}
-		switch {
-		case a != "" && b != "":
-			a = "(" + a + ") + (" + b + ")"
-		case a == "":
-			a = b
-		}
-		if a != "" {
-			kinds, qs = append(kinds, pair[0]), append(qs, a)
+		switch len(parts) {
+		case 1:
+			out = append(out, bfQuery{slot, 0, parts[0]})
+		case 2:
+			out = append(out, bfQuery{slot, 0, "(" + parts[0] + ") + (" + parts[1] + ")"})
 		}
 	}
-	return kinds, qs, nil
+	return out, nil
 }
 
 func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, step time.Duration, n int, window time.Duration,
@@ -334,15 +414,15 @@ func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, s
 			want[Key{vm, h}] = true
 		}
 	}
-	kinds, qs, err := s.backfillQueries(s.vars(values, window))
+	bqs, err := s.backfillQueries(s.vars(values, window))
 	if err != nil {
 		return err
 	}
 	got := map[Key][]Reading{}
 	startMs, stepMs := start.UnixMilli(), step.Milliseconds()
 	vmName, hostName := s.cfg.VMLabel, s.cfg.HostLabel
-	for j, query := range qs {
-		q := kinds[j]
+	for _, bq := range bqs {
+		q, op, query := bq.slot, bq.op, bq.q
 		sink := func(lbl map[string]string) func(int64, float64) {
 			vm, h := lbl[vmName], lbl[hostName]
 			if vm == "" || h == "" {
@@ -363,7 +443,7 @@ func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, s
 			return func(ms int64, v float64) {
 				i := int((ms - startMs + stepMs/2) / stepMs)
 				if i >= 0 && i < n && ms+stepMs/2 >= startMs {
-					rs[i].set(q, v)
+					rs[i].combine(q, op, v)
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -178,8 +179,11 @@ func TestBackfillCoarse(t *testing.T) {
 	// n=5 with at most 2 points: read every 3 minutes, 2 points.
 	at := func(i int) float64 { return float64(end.Add(-time.Duration(3*i) * step).Unix()) }
 	f := &fakeProm{ranges: map[string][]fakeSeries{
-		cpuQ: {{labels: vmLabels("a", "h1"), points: [][2]float64{{at(1), 1}, {at(0), 2}}}},
+		cpuQ:            {{labels: vmLabels("a", "h1"), points: [][2]float64{{at(1), 1}, {at(0), 2}}}},
 		"receive_bytes": {{labels: vmLabels("a", "h1"), points: [][2]float64{{at(1), 1024}, {at(0), 2048}}}},
+		// Two devices: summed with the receive side.
+		"transmit_bytes": {{labels: map[string]string{"domain": "a", "host": "h1", "target_device": "vnet0"}, points: [][2]float64{{at(1), 512}, {at(0), 512}}},
+			{labels: map[string]string{"domain": "a", "host": "h1", "target_device": "vnet1"}, points: [][2]float64{{at(1), 512}, {at(0), 1024}}}},
 	}}
 	src, err := New(Config{URL: f.start(t), BackfillPoints: 2}, Options{Now: func() time.Time { return now }})
 	if err != nil {
@@ -210,16 +214,51 @@ func TestBackfillCoarse(t *testing.T) {
 			t.Errorf("a[%d].CPU = %v, want %v (%+v)", i, a[i].CPU, w, a)
 		}
 	}
-	if a[0].Net != 1 || a[4].Net != 2 {
-		t.Errorf("net %v .. %v KiB/s, want 1 .. 2", a[0].Net, a[4].Net)
+	if a[0].Net != 2 || a[4].Net != 3.5 {
+		t.Errorf("net %v .. %v KiB/s, want 2 .. 3.5", a[0].Net, a[4].Net)
 	}
-	summed := false
+	// The preset's `sum by (domain, host) (X)` goes to the server as X over
+	// the 3-minute step; the source sums.
+	inner := false
 	for _, q := range f.queries {
-		if strings.Contains(q, "receive_bytes") && strings.Contains(q, ") + (") && strings.Contains(q, "transmit_bytes") && strings.Contains(q, "[180s]") {
-			summed = true
+		if strings.HasPrefix(q, "rate(libvirt_domain_interface_stats_transmit_bytes_total{") && strings.HasSuffix(q, "[180s])") {
+			inner = true
+		}
+		if strings.Contains(q, "sum by") {
+			t.Errorf("backfill query still aggregates on the server: %q", q)
 		}
 	}
-	if !summed {
-		t.Errorf("no summed net query over the 3-minute step: %q", f.queries)
+	if !inner {
+		t.Errorf("no inner net query over the 3-minute step: %q", f.queries)
+	}
+}
+
+// TestBackfillQueries: templates aggregating by exactly VM and host are sent
+// without the aggregation; others as written, net and disk pairs summed.
+func TestBackfillQueries(t *testing.T) {
+	src, err := New(Config{URL: "http://x", Queries: Queries{
+		CPU:    `avg by ({{.VM}}, {{.Host}}) (my_cpu{ {{- .Selector -}} })`,
+		NetTx:  `max by ({{.VM}}, {{.Host}}) (tx{ {{- .Selector -}} })`,
+		DiskRd: " ", DiskWr: " ",
+	}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bqs, err := src.backfillQueries(src.vars([]string{"h1"}, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, q := range bqs {
+		got = append(got, fmt.Sprintf("%s %c %s", queryField[q.slot], max(q.op, ' '), q.q))
+	}
+	want := []string{
+		`cpu   avg by (domain, host) (my_cpu{host=~"h1"})`,
+		`mem m libvirt_domain_info_memory_usage_bytes{host=~"h1"}`,
+		// sum and max do not mix: one server-side sum
+		`net_rx   (sum by (domain, host) (rate(libvirt_domain_interface_stats_receive_bytes_total{host=~"h1"}[60s]))) + (max by (domain, host) (tx{host=~"h1"}))`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
