@@ -41,7 +41,7 @@ func fleetSize() int {
 // threads: steadier than wall time on a shared machine), the heap allocated
 // per cycle, the live heap after the last cycle, the heap the next GC waits
 // for, and the process's peak RSS (VmHWM, which includes setup). Figures and
-// what dominates: README-section-fleet.md.
+// what dominates: the README (Fleet-scale benchmarks).
 //
 //	go test -run '^$' -bench FleetCycle -benchtime 5x -timeout 30m ./internal/controller
 func BenchmarkFleetCycle(b *testing.B) {

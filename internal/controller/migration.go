@@ -20,7 +20,7 @@ package controller
 // or the next. A fencing refusal (HA: not the leader, a move already recorded
 // in etcd) ends the record aborted and blames neither host nor VM.
 //
-// README-section-machine.md has the transitions as a table.
+// The README has the transitions as a table.
 
 import (
 	"context"

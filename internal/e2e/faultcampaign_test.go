@@ -17,7 +17,7 @@ package e2e
 // is written, as after a SIGKILL; what it wrote was fsynced by each Append) and
 // every connection it made is dropped and no new one is allowed (libvirtd sees
 // the EOFs a dead process's sockets give). A new controller then opens the same
-// log, as a restarted process does. See README-section-faults.md for why that is
+// log, as a restarted process does. See the README (the fault campaign) for why that is
 // equivalent for the state machine.
 
 import (

@@ -67,7 +67,7 @@ type scenarioResult struct {
 	migEnd    *store.Event
 	// holdDemand is the guests' combined demand, in hosts, while the trace holds
 	// its top (the median: the first sample after a guest arrives on a host
-	// reads high, see README-section.md).
+	// reads high, see the README).
 	holdDemand float64
 	log        *store.Log
 	target     string

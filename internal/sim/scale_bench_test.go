@@ -19,7 +19,7 @@ import (
 // HEADROOM_SCALE_POLICIES (default "headroom,lr-mmt-1.2", simulate's default run).
 // Peak RSS is the process's high-water mark so far, so it is the figure of the
 // largest run only when each factor runs in a process of its own (-bench with one
-// factor, or see README-section-scale.md for the commands).
+// factor, or see the README (Fleet-scale benchmarks) for the commands).
 //
 //	HEADROOM_SCALE=10 go test ./internal/sim/ -run '^$' -bench Scale -benchtime 1x
 func BenchmarkScale(b *testing.B) {

@@ -36,7 +36,7 @@ const (
 	// migration tracks its writes (TCG): at auto-converge's 99 % throttle the
 	// guests we measured still dirtied about 3 MiB/s, so dirtying takes about
 	// rate/300 of the vCPU. The guest paces its writes, so throttling slows it
-	// only near the maximum. Measured once by hand, see README-section.md.
+	// only near the maximum. Measured once by hand, see the README.
 	labDirtyMaxMiBps = 300
 )
 
