@@ -1247,32 +1247,7 @@ func (cp *campaign) faultVanished(target bool) {
 // progress; they are destroyed when the test ends.
 func bootEach(t *testing.T, l *lab.Lab, specs ...lab.VMSpec) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	t0 := time.Now()
-	errs := make([]error, len(specs))
-	var wg sync.WaitGroup
-	for i, s := range specs {
-		t.Cleanup(func() {
-			if err := l.DestroyVM(context.Background(), s.Name); err != nil && !strings.Contains(err.Error(), "no guest") {
-				t.Logf("destroy %s: %v", s.Name, err)
-			}
-		})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := l.StartVM(ctx, i, s); err != nil {
-				errs[i] = err
-				return
-			}
-			_, errs[i] = l.WaitProgress(ctx, i, s.Name, 2, 150*time.Second)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("booted %d guests in %v", len(specs), time.Since(t0).Round(100*time.Millisecond))
+	bootOn(t, l, func(i int) int { return i }, specs...)
 }
 
 // startEtcd starts etcd (etcdtest.Start) from an OS thread that stays alive

@@ -113,6 +113,12 @@ func newController(t *testing.T, l *lab.Lab, drv hypervisor.Driver, cfg controll
 // are destroyed when the test ends, since every idle TCG guest costs CPU.
 func boot(t *testing.T, l *lab.Lab, host int, specs ...lab.VMSpec) {
 	t.Helper()
+	bootOn(t, l, func(int) int { return host }, specs...)
+}
+
+// bootOn starts guest i on host hostOf(i), all at once, and waits as boot does.
+func bootOn(t *testing.T, l *lab.Lab, hostOf func(int) int, specs ...lab.VMSpec) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	t0 := time.Now()
@@ -127,18 +133,18 @@ func boot(t *testing.T, l *lab.Lab, host int, specs ...lab.VMSpec) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.StartVM(ctx, host, s); err != nil {
+			if err := l.StartVM(ctx, hostOf(i), s); err != nil {
 				errs[i] = err
 				return
 			}
-			_, errs[i] = l.WaitProgress(ctx, host, s.Name, 2, 150*time.Second)
+			_, errs[i] = l.WaitProgress(ctx, hostOf(i), s.Name, 2, 150*time.Second)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("booted %d guests on host%d in %v", len(specs), host, time.Since(t0).Round(100*time.Millisecond))
+	t.Logf("booted %d guests in %v", len(specs), time.Since(t0).Round(100*time.Millisecond))
 }
 
 // small is a light guest: little CPU and a small dirtied buffer, so it moves fast.

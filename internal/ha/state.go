@@ -247,30 +247,23 @@ func (s *State) SavePending(ctx context.Context, t Term, put map[string]model.Mi
 // take it, the leader consumes it.
 func (s *State) Approve(ctx context.Context, vm string) (model.MigrationRequest, error) {
 	pk := s.key(kPending, vm)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(pk), ">", 0)).
-		Then(clientv3.OpPut(s.key(kApproved, vm), time.Now().UTC().Format(time.RFC3339Nano)), clientv3.OpGet(pk)).
-		Commit()
-	if err != nil {
-		return model.MigrationRequest{}, err
-	}
-	if !resp.Succeeded {
-		return model.MigrationRequest{}, fmt.Errorf("%w: %s", ErrNotPending, vm)
-	}
-	var m model.MigrationRequest
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		json.Unmarshal(kvs[0].Value, &m)
-	}
-	return m, nil
+	return s.onPending(ctx, vm, 1,
+		clientv3.OpPut(s.key(kApproved, vm), time.Now().UTC().Format(time.RFC3339Nano)), clientv3.OpGet(pk))
 }
 
 // Reject drops vm's pending move and any approval of it; any node may take
 // it. A later cycle of the leader may propose the move again.
 func (s *State) Reject(ctx context.Context, vm string) (model.MigrationRequest, error) {
 	pk := s.key(kPending, vm)
+	return s.onPending(ctx, vm, 0, clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpDelete(s.key(kApproved, vm)))
+}
+
+// onPending applies ops in one transaction if vm has a pending move, and
+// returns that move as op number get read it.
+func (s *State) onPending(ctx context.Context, vm string, get int, ops ...clientv3.Op) (model.MigrationRequest, error) {
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(pk), ">", 0)).
-		Then(clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpDelete(s.key(kApproved, vm))).
+		If(clientv3.Compare(clientv3.CreateRevision(s.key(kPending, vm)), ">", 0)).
+		Then(ops...).
 		Commit()
 	if err != nil {
 		return model.MigrationRequest{}, err
@@ -279,8 +272,10 @@ func (s *State) Reject(ctx context.Context, vm string) (model.MigrationRequest, 
 		return model.MigrationRequest{}, fmt.Errorf("%w: %s", ErrNotPending, vm)
 	}
 	var m model.MigrationRequest
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		json.Unmarshal(kvs[0].Value, &m)
+	if kvs := resp.Responses[get].GetResponseRange().Kvs; len(kvs) > 0 {
+		if err := json.Unmarshal(kvs[0].Value, &m); err != nil {
+			return m, fmt.Errorf("ha: pending move of %s in etcd: %w", vm, err)
+		}
 	}
 	return m, nil
 }
