@@ -267,6 +267,9 @@ func (l *Lab) ProgressLines(host int, vm string) []string {
 	s, _ := l.Console(host, vm)
 	var out []string
 	for line := range strings.Lines(s) {
+		if !strings.HasSuffix(line, "\n") {
+			break // the guest is still writing it: a cut line would read as a bad one
+		}
 		line = strings.TrimSpace(line)
 		if i := strings.Index(line, "headroom-guest t="); i >= 0 {
 			out = append(out, line[i:])
