@@ -319,15 +319,19 @@ func (s *server) pending(r *http.Request) []model.MigrationRequest {
 	return out
 }
 
+// pendingCode is the status of an approval or rejection that did not take: no
+// such pending move, or one the event log or etcd did not record.
+func pendingCode(err error) int {
+	if errors.Is(err, controller.ErrNotPending) {
+		return http.StatusNotFound
+	}
+	return http.StatusServiceUnavailable
+}
+
 func (s *server) approve(w http.ResponseWriter, r *http.Request) {
 	vm := r.PathValue("vm")
 	if err := s.Controller.ApproveBy(vm, identity(r).String()); err != nil {
-		code := http.StatusNotFound
-		if !errors.Is(err, controller.ErrNotPending) {
-			// Not recorded (event log or etcd): the approval did not take.
-			code = http.StatusServiceUnavailable
-		}
-		http.Error(w, err.Error(), code)
+		http.Error(w, err.Error(), pendingCode(err))
 		return
 	}
 	reply(w, map[string]string{"approved": vm, "by": identity(r).Name})
@@ -336,11 +340,7 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) {
 func (s *server) reject(w http.ResponseWriter, r *http.Request) {
 	vm := r.PathValue("vm")
 	if err := s.Controller.RejectBy(vm, identity(r).String()); err != nil {
-		code := http.StatusNotFound
-		if !errors.Is(err, controller.ErrNotPending) {
-			code = http.StatusServiceUnavailable // etcd did not answer
-		}
-		http.Error(w, err.Error(), code)
+		http.Error(w, err.Error(), pendingCode(err))
 		return
 	}
 	reply(w, map[string]string{"rejected": vm, "by": identity(r).Name})
