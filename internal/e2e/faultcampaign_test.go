@@ -390,6 +390,19 @@ func violations(rs []model.Rule, where map[string]string) []string {
 
 // midway waits until libvirt's job of vm has moved data: the fault then lands
 // mid-migration, not before or after it.
+// moveMidway drains vm's host under a controller whose rules leave vm one
+// target, and returns once libvirt's job for vm has moved data.
+func (cp *campaign) moveMidway(vm string) (src, dst string, x *ctl, seq uint64) {
+	src, dst = cp.where[vm], cp.target(vm)
+	x = cp.newCtl(controller.Auto, vm, dst)
+	seq = cp.lastSeq()
+	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
+		cp.t.Fatalf("drain %s started %v, want %s", src, got, vm)
+	}
+	cp.midway(vm)
+	return src, dst, x, seq
+}
+
 func (cp *campaign) midway(vm string) {
 	cp.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -819,14 +832,7 @@ func (cp *campaign) faultTargetKilled(revive bool) {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fa"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	dead := cp.host(dst)
 	if err := l.KillLibvirtd(dead); err != nil {
 		t.Fatal(err)
@@ -900,14 +906,7 @@ func (cp *campaign) faultSourceKilled() {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fb"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	dead := cp.host(src)
 	if err := l.KillLibvirtd(dead); err != nil {
 		t.Fatal(err)
@@ -1016,14 +1015,7 @@ func (cp *campaign) faultHungTarget() {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fa"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	i := cp.host(dst)
 	if err := l.SignalLibvirtd(i, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -1043,14 +1035,7 @@ func (cp *campaign) faultLinkCut(source bool) {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fb"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	cut := dst
 	if source {
 		cut = src
@@ -1080,14 +1065,7 @@ func (cp *campaign) faultLinkFlap() {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fc"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	if err := l.LinkDown(context.Background(), cp.host(dst)); err != nil {
 		t.Fatal(err)
 	}
@@ -1108,14 +1086,7 @@ func (cp *campaign) faultStarved(hold bool) {
 	t, l := cp.t, cp.l
 	t0 := time.Now()
 	vm := "fa"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	if err := l.Starve(context.Background(), cp.host(src), "8kbit"); err != nil {
 		t.Fatal(err)
 	}
@@ -1215,17 +1186,9 @@ func (cp *campaign) faultDiskFull(mid bool) {
 // driver's listing of hosts, VMs and stats (a host taken out of the inventory)
 // for a few cycles, then comes back.
 func (cp *campaign) faultVanished(target bool) {
-	t := cp.t
 	t0 := time.Now()
 	vm := "fc"
-	src := cp.where[vm]
-	dst := cp.target(vm)
-	x := cp.newCtl(controller.Auto, vm, dst)
-	seq := cp.lastSeq()
-	if got := cp.drain(x, src); !slices.Equal(got, []string{vm}) {
-		t.Fatalf("drain %s started %v, want %s", src, got, vm)
-	}
-	cp.midway(vm)
+	src, dst, x, seq := cp.moveMidway(vm)
 	gone := src
 	if target {
 		gone = dst
