@@ -169,6 +169,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 	if err := check(w, &opts); err != nil {
 		return nil, err
 	}
+	full := w
 	w = subsetVMs(w, opts.EveryVM)
 	names := slices.Clone(Baselines)
 	for _, m := range opts.Models {
@@ -193,36 +194,36 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 
 	type vmOut struct {
 		acc    [][]acc // [model][resource]
-		cal    [][]acc // [resource][level], default model only
+		cal    []acc   // [resource*level], default model only
 		traces []Trace
 	}
 	outs := make([]vmOut, len(w.VMs))
+	for i := range outs {
+		outs[i].acc = make([][]acc, len(names))
+	}
+	// The default model learns a prior across VMs (forecast.Engine), so it
+	// runs over every VM of the workload at once, in time order, while the
+	// others run VM by VM.
+	fleetDone := make(chan fleetOut)
+	go func() { fleetDone <- walkFleet(full, resources, cfgs[0], opts, samples) }()
 	eachVM(len(w.VMs), opts.Progress, func() func(int) {
 		return func(i int) {
 			o := &outs[i]
-			o.acc = make([][]acc, len(names))
-			for m := range names {
-				o.acc[m] = make([]acc, len(resources))
+			for m := range names[1:] {
+				o.acc[m+1] = make([]acc, len(resources))
 			}
-			o.cal = make([][]acc, len(resources))
 			for ri, r := range resources {
 				x := series(&w.VMs[i], r)
-				o.cal[ri] = make([]acc, len(CalibrationLevels))
-				for m := range names {
-					var tr *Trace
-					if m == 0 && samples[i] {
-						o.traces = append(o.traces, Trace{VM: w.VMs[i].ID, Resource: r.String()})
-						tr = &o.traces[len(o.traces)-1]
-					}
-					var cal []acc
-					if m == 0 {
-						cal = o.cal[ri]
-					}
-					o.acc[m][ri] = walk(x, cfgs[m], opts, cal, tr)
+				for m := range names[1:] {
+					o.acc[m+1][ri] = walk(x, cfgs[m+1], opts, nil, nil)
 				}
 			}
 		}
 	})
+	f := <-fleetDone
+	for i := range outs {
+		outs[i].acc[0], outs[i].cal, outs[i].traces = f.acc[i], f.cal[i], f.traces[i]
+	}
 
 	res := &Result{Workload: w.Name, Step: w.Step, Horizon: opts.Horizon, Confidence: opts.Confidence,
 		Warmup: opts.Warmup, Every: opts.Every, EveryVM: opts.EveryVM, VMs: len(w.VMs)}
@@ -239,7 +240,7 @@ func Run(w *trace.Workload, opts Options) (*Result, error) {
 		for li, l := range CalibrationLevels {
 			var a acc
 			for i := range outs {
-				a.add(outs[i].cal[ri][li])
+				a.add(outs[i].cal[ri*len(CalibrationLevels)+li])
 			}
 			res.Calibration = append(res.Calibration, Calibration{Resource: r.String(), Stated: l, Measured: ratio(float64(a.cov), float64(a.n))})
 		}
@@ -284,54 +285,137 @@ func score(name string, r model.Resource, a acc) Score {
 // CalibrationLevels; tr, if not nil, records the last-step forecasts.
 func walk(x []float32, cfg forecast.Config, opts Options, cal []acc, tr *Trace) acc {
 	s, _ := forecast.NewSeries(cfg)
-	h := opts.Horizon
-	c := float32(opts.Confidence)
-	point := make([]float32, h)
-	upper := make([]float32, h)
-	lv := make([]float32, h)
-	a := acc{step: make([]float64, h)}
+	sc := newScorer(opts)
 	for i := range x {
-		if i >= opts.Warmup && i+h <= len(x) && (i-opts.Warmup)%opts.Every == 0 {
-			s.Forecast(point, upper, opts.Confidence)
-			for k := range h {
-				y := x[i+k]
-				e := float64(y - point[k])
-				a.abs += math.Abs(e)
-				a.step[k] += math.Abs(e)
-				a.sq += e * e
-				u := float64(y - upper[k])
-				if u >= 0 {
-					a.pin += float64(c) * u
-				} else {
-					a.pin -= (1 - float64(c)) * u
-				}
-				if y <= upper[k] {
-					a.cov++
-				}
-			}
-			a.n += int64(h)
-			for li, l := range CalibrationLevels {
-				if cal == nil {
-					break
-				}
-				s.Forecast(point, lv, l)
-				for k := range h {
-					if x[i+k] <= lv[k] {
-						cal[li].cov++
-					}
-				}
-				cal[li].n += int64(h)
-			}
-			if tr != nil {
-				tr.Index = append(tr.Index, float64(i+h-1))
-				tr.Actual = append(tr.Actual, float64(x[i+h-1]))
-				tr.Point = append(tr.Point, float64(point[h-1]))
-				tr.Upper = append(tr.Upper, float64(upper[h-1]))
-			}
-		}
+		sc.origin(x, i, s.Forecast, cal, tr)
 		s.Observe(x[i])
 	}
-	return a
+	return sc.a
+}
+
+type fleetOut struct {
+	acc    [][]acc // [subset VM][resource]
+	cal    [][]acc // [subset VM][resource][level]
+	traces [][]Trace
+}
+
+// walkFleet runs the default model over every VM of w in time order through
+// one forecast.Engine, a whole interval's samples as one batch, as the
+// controller feeds it: the fleet's prior on the blend's weights then learns
+// from every VM but, like each VM's own state, only from samples before each
+// origin. It scores the VMs of the EveryVM subset (samples[j] is the subset's
+// j-th VM), with calibration and traces. One batch a step keeps the result
+// independent of scheduling.
+func walkFleet(w *trace.Workload, resources []model.Resource, cfg forecast.Config, opts Options, samples []bool) fleetOut {
+	e, _ := forecast.NewEngine(cfg)
+	vms := make([]*forecast.VM, len(w.VMs))
+	for i := range vms {
+		vms[i] = e.VM(fmt.Sprintf("%d\x00%s", i, w.VMs[i].ID)) // IDs need not be unique in a trace
+	}
+	nsub := (len(w.VMs) + opts.EveryVM - 1) / opts.EveryVM
+	out := fleetOut{acc: make([][]acc, nsub), cal: make([][]acc, nsub), traces: make([][]Trace, nsub)}
+	scs := make([][]*scorer, nsub)
+	for j := range nsub {
+		out.cal[j] = make([]acc, len(resources)*len(CalibrationLevels))
+		for _, r := range resources {
+			scs[j] = append(scs[j], newScorer(opts))
+			if samples[j] {
+				out.traces[j] = append(out.traces[j], Trace{VM: w.VMs[j*opts.EveryVM].ID, Resource: r.String()})
+			}
+		}
+	}
+	d := make([]model.Resources, len(w.VMs))
+	n := w.Len()
+	for t := range n {
+		for j := range nsub {
+			i := j * opts.EveryVM
+			for ri, r := range resources {
+				var tr *Trace
+				if samples[j] {
+					tr = &out.traces[j][ri]
+				}
+				fc := func(point, upper []float32, c float64) int { return vms[i].ForecastResource(r, point, upper, c) }
+				nl := len(CalibrationLevels)
+				scs[j][ri].origin(series(&w.VMs[i], r), t, fc, out.cal[j][ri*nl:(ri+1)*nl], tr)
+			}
+		}
+		for i := range w.VMs {
+			var x model.Resources
+			for _, r := range resources {
+				x.Set(r, float64(series(&w.VMs[i], r)[t]))
+			}
+			d[i] = x
+		}
+		e.ObserveBatch(vms, d)
+	}
+	for j := range nsub {
+		out.acc[j] = make([]acc, len(resources))
+		for ri := range resources {
+			out.acc[j][ri] = scs[j][ri].a
+		}
+	}
+	return out
+}
+
+// scorer scores one model's forecasts of one series, origin by origin.
+type scorer struct {
+	opts             Options
+	point, upper, lv []float32
+	a                acc
+}
+
+func newScorer(opts Options) *scorer {
+	h := opts.Horizon
+	return &scorer{opts: opts, point: make([]float32, h), upper: make([]float32, h), lv: make([]float32, h),
+		a: acc{step: make([]float64, h)}}
+}
+
+// origin scores the forecast fc makes before sample i of x is observed, if i
+// is a scored origin. cal and tr are as for walk.
+func (sc *scorer) origin(x []float32, i int, fc func(point, upper []float32, confidence float64) int, cal []acc, tr *Trace) {
+	opts := sc.opts
+	h := opts.Horizon
+	c := float32(opts.Confidence)
+	point, upper, lv, a := sc.point, sc.upper, sc.lv, &sc.a
+	if !(i >= opts.Warmup && i+h <= len(x) && (i-opts.Warmup)%opts.Every == 0) {
+		return
+	}
+	fc(point, upper, opts.Confidence)
+	for k := range h {
+		y := x[i+k]
+		e := float64(y - point[k])
+		a.abs += math.Abs(e)
+		a.step[k] += math.Abs(e)
+		a.sq += e * e
+		u := float64(y - upper[k])
+		if u >= 0 {
+			a.pin += float64(c) * u
+		} else {
+			a.pin -= (1 - float64(c)) * u
+		}
+		if y <= upper[k] {
+			a.cov++
+		}
+	}
+	a.n += int64(h)
+	for li, l := range CalibrationLevels {
+		if cal == nil {
+			break
+		}
+		fc(point, lv, l)
+		for k := range h {
+			if x[i+k] <= lv[k] {
+				cal[li].cov++
+			}
+		}
+		cal[li].n += int64(h)
+	}
+	if tr != nil {
+		tr.Index = append(tr.Index, float64(i+h-1))
+		tr.Actual = append(tr.Actual, float64(x[i+h-1]))
+		tr.Point = append(tr.Point, float64(point[h-1]))
+		tr.Upper = append(tr.Upper, float64(upper[h-1]))
+	}
 }
 
 // sampleVMs picks the VMs whose traces are kept: spread over the range of mean

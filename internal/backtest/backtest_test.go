@@ -189,3 +189,53 @@ func TestReportPage(t *testing.T) {
 		t.Errorf("text table:\n%s", txt)
 	}
 }
+
+// The default model learns a prior across VMs: changing one VM's future must
+// not change another VM's earlier forecasts either, and does change later ones
+// (the VMs are walked together in time, not one after another).
+func TestNoLookAheadAcrossVMs(t *testing.T) {
+	const n, cut = 400, 250
+	mk := func(seed uint64) *trace.Workload {
+		rng := rand.New(rand.NewPCG(3, seed))
+		w := &trace.Workload{Name: "synthetic", Step: 300}
+		for k, level := range []float64{0.8, 0.3, 0.2, 0.1} { // VM "a" is the busiest: its trace is kept
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(level + 0.1*rng.Float64())
+				if k == 1 {
+					x[i] = float32(level + 0.001*float64(i)) // a ramp: the last value's
+				}
+			}
+			w.VMs = append(w.VMs, trace.Series{ID: string(rune('a' + k)), CPU: x})
+		}
+		return w
+	}
+	a, b := mk(1), mk(1)
+	for k := 1; k < len(b.VMs); k++ { // every VM but "a" changes from cut on
+		for i := cut; i < n; i++ {
+			b.VMs[k].CPU[i] = 1 - b.VMs[k].CPU[i]
+		}
+	}
+	opts := Options{Horizon: 6, Confidence: 0.9, Samples: 1}
+	ra, _ := Run(a, opts)
+	rb, _ := Run(b, opts)
+	ta, tb := ra.Traces[0], rb.Traces[0]
+	if ta.VM != "a" || tb.VM != "a" {
+		t.Fatalf("traces of %s and %s, want a", ta.VM, tb.VM)
+	}
+	same, differ := 0, 0
+	for i := range ta.Index {
+		origin := int(ta.Index[i]) - 6 + 1
+		if origin <= cut {
+			if ta.Point[i] != tb.Point[i] || ta.Upper[i] != tb.Upper[i] {
+				t.Fatalf("origin %d (before the others change at %d): forecast %v/%v vs %v/%v", origin, cut, ta.Point[i], ta.Upper[i], tb.Point[i], tb.Upper[i])
+			}
+			same++
+		} else if ta.Point[i] != tb.Point[i] {
+			differ++
+		}
+	}
+	if same == 0 || differ == 0 {
+		t.Fatalf("test saw %d unchanged and %d changed forecasts of VM a", same, differ)
+	}
+}

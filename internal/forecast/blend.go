@@ -242,7 +242,12 @@ func expNeg(x float32) float32 {
 	return t * t
 }
 
-func (b *blend) Predict(h *History, out []float32) {
+func (b *blend) Predict(h *History, out []float32) { b.predictWith(h, out, nil, nil) }
+
+// predictWith is Predict with the fleet's prior on the weights, if pr is not
+// nil, and adds the series' relative excess losses into acc, if not nil (see
+// pool). Both come from the Engine: a stand-alone Series has neither.
+func (b *blend) predictWith(h *History, out []float32, pr *priorTab, acc *poolAcc) {
 	if h.Len() == 0 {
 		fill(out, 0)
 		return
@@ -267,8 +272,31 @@ func (b *blend) Predict(h *History, out []float32) {
 			}
 			if best > 1e-30 { // below, the losses are rounding noise of a flat series
 				inv := blendEta / best
-				for k, l := range L {
-					w[k] = expNeg((l - best) * inv)
+				if pr == nil {
+					for k, l := range L {
+						w[k] = expNeg((l - best) * inv)
+					}
+				} else {
+					// Own relative excess errors, shrunk toward the fleet's:
+					// c_k = a*r_k + (1-a)*P_k with a = n/(n+n0), and the
+					// weights exp(-eta (c_k - min c)): the best keeps weight
+					// 1, as without the prior, so they cannot all vanish.
+					n := float32(h.Total())
+					a := n / (n + pr.n0)
+					ia, pa := a*inv, blendEta*(1-a)
+					P := &pr.p[g]
+					cmin := float32(math.MaxFloat32)
+					for k, l := range L {
+						c := (l-best)*ia + pa*P[k]
+						w[k] = c
+						cmin = min(cmin, c)
+					}
+					for k, c := range w {
+						w[k] = expNeg(c - cmin)
+					}
+				}
+				if acc != nil {
+					acc.add(g, L, best)
 				}
 			} else {
 				for k, l := range L {

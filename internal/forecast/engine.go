@@ -35,6 +35,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sh.spec.Name == DefaultModel {
+		sh.pool = newPool(sh.params)
+	}
 	return &Engine{sh: sh, ids: map[string]*VM{}, rings: &ringArena{size: sh.ringWords()}}, nil
 }
 
@@ -128,20 +131,31 @@ func (v *VM) series(r model.Resource) *Series {
 	s := v.res[r]
 	if s == nil {
 		s = newSeries(v.sh, v.rings.get())
+		s.res = uint8(r)
 		v.res[r] = s
 	}
 	return s
 }
 
 // ObserveAll adds one sample of every resource under one lock.
-func (v *VM) ObserveAll(d model.Resources) {
+func (v *VM) ObserveAll(d model.Resources) { v.observeAll(d, nil) }
+
+// observeAll is ObserveAll that adds each series' relative losses into
+// acc[r], if acc is not nil, and reports whether the VM took the sample.
+func (v *VM) observeAll(d model.Resources, acc *[4]poolAcc) bool {
 	v.mu.Lock()
-	if !v.removed {
-		for _, r := range model.AllResources {
-			v.series(r).Observe(float32(d.Get(r)))
-		}
+	defer v.mu.Unlock()
+	if v.removed {
+		return false
 	}
-	v.mu.Unlock()
+	for _, r := range model.AllResources {
+		var a *poolAcc
+		if acc != nil {
+			a = &acc[r]
+		}
+		v.series(r).observe(float32(d.Get(r)), a)
+	}
+	return true
 }
 
 // Forecast returns up to steps steps (at most the engine's horizon) of point
@@ -209,6 +223,19 @@ func resize[T any](s []T, n int) []T {
 	return make([]T, n)
 }
 
+// ForecastResource is Forecast for one resource into the caller's slices:
+// point forecasts and upper bounds at confidence for up to len(point) steps;
+// upper may be nil. It returns the steps written, 0 when r has no history.
+func (v *VM) ForecastResource(r model.Resource, point, upper []float32, confidence float64) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.res[r]
+	if s == nil {
+		return 0
+	}
+	return s.Forecast(point, upper, confidence)
+}
+
 // ProbExceed is P(demand of r > x at some step within steps), steps at most
 // the horizon; NaN when r has no history.
 func (v *VM) ProbExceed(r model.Resource, x float64, steps int) float64 {
@@ -227,9 +254,20 @@ func (v *VM) ProbExceed(r model.Resource, x float64, steps int) float64 {
 // arithmetic instead of following it: at fleet scale an update waits on
 // memory more than it computes. A collector that has a whole interval's
 // samples should use it.
+//
+// It is also where the fleet's prior on the blend's weights is learnt (see
+// pool): the batch's series add their errors to it, and it is published once
+// the batch is done, so no forecast of this batch uses this batch's samples.
+// Batches may run concurrently on disjoint VMs, as chunks of one interval.
 func (e *Engine) ObserveBatch(vms []*VM, d []model.Resources) {
 	const ahead = 2
 	var acc float32
+	pl := e.sh.pool
+	var pacc *[4]poolAcc
+	if pl != nil {
+		pacc = new([4]poolAcc)
+	}
+	m := 0
 	for i := range min(ahead, len(vms)) {
 		acc += touch(vms[i])
 	}
@@ -237,7 +275,15 @@ func (e *Engine) ObserveBatch(vms []*VM, d []model.Resources) {
 		if i+ahead < len(vms) {
 			acc += touch(vms[i+ahead])
 		}
-		v.ObserveAll(d[i])
+		if v.observeAll(d[i], pacc) {
+			m++
+		}
+	}
+	if pl != nil && m > 0 {
+		n := e.Len()
+		for r := range pacc {
+			pl.merge(r, &pacc[r], m, n)
+		}
 	}
 	// Use the loads so that the compiler keeps them; the branch is never taken
 	// in practice and races with nothing.

@@ -54,6 +54,7 @@ type shared struct {
 	bsz    int32 // samples per peak block
 	nb     int32 // peak blocks: enough for a day in any alignment
 	off    int   // where the calibration starts in a Series' slab
+	pool   *pool // the fleet's prior on the blend's weights; nil outside an Engine
 	steps  []trackStep
 	psteps [len(probLevels)]trackStep
 }
@@ -140,6 +141,7 @@ type Series struct {
 	row   int32   // newest origin mod h
 	scale float32 // decayed mean |error| over all steps
 	wsum  float32 // its decayed weight
+	res   uint8   // its resource, for the Engine's prior (fits the padding)
 	// slab holds the default model's arrays (if it is the model), then:
 	// pend[row*h+s], the forecast for step s+1 made at origin row (mod h), and
 	// psc[row], the error scale it was made with, kept until scored;
@@ -223,7 +225,11 @@ func (s *Series) History() *History { return &s.hist }
 func (s *Series) Peak(n int) float32 { return s.hist.Peak(n) }
 
 // Observe adds the next sample and updates model and calibration.
-func (s *Series) Observe(x float32) {
+func (s *Series) Observe(x float32) { s.observe(x, nil) }
+
+// observe is Observe that adds the blend's relative losses into acc, if not
+// nil, for the Engine's prior.
+func (s *Series) observe(x float32, acc *poolAcc) {
 	h := s.sh.params.Horizon
 	pend, psc, qs, qmax := s.parts()
 	s.hist.push(x)
@@ -272,7 +278,7 @@ func (s *Series) Observe(x float32) {
 	row := pend[int(s.row)*h : int(s.row)*h+h]
 	if s.model == nil {
 		s.def.Observe(&s.hist, x)
-		s.def.Predict(&s.hist, row)
+		s.def.predictWith(&s.hist, row, s.prior(), acc)
 	} else {
 		s.model.Observe(&s.hist, x)
 		s.model.Predict(&s.hist, row)

@@ -17,16 +17,23 @@ import (
 // components and weights, and the calibration, so that an engine loaded from
 // it forecasts exactly what the saved one would have. Layout, little-endian:
 //
-//	magic "HRFCSNP1", the config fingerprint (see fingerprint), VM count u32,
-//	per VM: id (u16 length, bytes), a resource mask u8, and per resource in
-//	the mask: total samples i64, the blend's scalar state (stateFields), the
-//	slab (float32s, length fixed by the config), the held samples oldest
-//	first; last a CRC-32 (IEEE) of everything before it.
+//	magic "HRFCSNP2", the config fingerprint (see fingerprint), the fleet's
+//	prior (per resource, step group and component: its sum and count, two
+//	float64s), VM count u32, per VM: id (u16 length, bytes), a resource mask
+//	u8, and per resource in the mask: total samples i64, the blend's scalar
+//	state (stateFields), the slab (float32s, length fixed by the config), the
+//	held samples oldest first; last a CRC-32 (IEEE) of everything before it.
+//
+// A snapshot of the first format, "HRFCSNP1", is the same without the prior:
+// it still loads, and the prior is learnt again from the next batch on.
 //
 // The decoder trusts nothing: lengths are checked against what is left,
 // indexes against the config, and state that could make a later update index
 // out of range is rejected, so a corrupt file is an error, never a panic.
-const snapMagic = "HRFCSNP1"
+const (
+	snapMagic   = "HRFCSNP2"
+	snapMagicV1 = "HRFCSNP1" // without the prior
+)
 
 // ErrSnapshot is wrapped by every error that means the snapshot is unusable
 // (corrupt, truncated, or made with another configuration).
@@ -196,6 +203,7 @@ func (e *Engine) Save(w io.Writer) error {
 	enc := &encoder{w: bw}
 	bw.WriteString(snapMagic)
 	e.sh.fingerprint(enc)
+	e.poolFields(enc)
 	var hist []float32
 	// The VM count comes first, but a VM may be removed meanwhile: write the
 	// removed ones as VMs without resources rather than count twice.
@@ -268,7 +276,8 @@ func (e *Engine) decode(body []byte) error {
 	if e.sh.spec.Name != DefaultModel {
 		return fmt.Errorf("forecast: snapshots hold the %s model only, not %s", DefaultModel, e.sh.spec.Name)
 	}
-	if !bytes.HasPrefix(body, []byte(snapMagic)) {
+	v1 := bytes.HasPrefix(body, []byte(snapMagicV1))
+	if !v1 && !bytes.HasPrefix(body, []byte(snapMagic)) {
 		return fmt.Errorf("%w: not a forecast snapshot (bad magic)", ErrSnapshot)
 	}
 	d := &decoder{b: body[len(snapMagic):]}
@@ -279,6 +288,14 @@ func (e *Engine) decode(body []byte) error {
 	bw.Flush()
 	if got := d.take(want.Len()); d.err != nil || !bytes.Equal(got, want.Bytes()) {
 		return fmt.Errorf("%w: made by an engine of another configuration (step, horizon, day, history, levels or learning rate differ)", ErrSnapshot)
+	}
+	var pl *pool
+	if !v1 {
+		pl = &pool{}
+		pl.fields(d, e.sh.params.Horizon)
+		if d.err == nil && !validPool(&pl.sum, &pl.cnt) {
+			d.err = fmt.Errorf("%w: the fleet's prior is out of range", ErrSnapshot)
+		}
 	}
 	n := int(d.u(4))
 	if d.err == nil && n > len(d.b)/3 { // a VM takes at least 3 bytes
@@ -317,6 +334,7 @@ func (e *Engine) decode(body []byte) error {
 				d.err = fmt.Errorf("%w: VM %q resource %d: %v", ErrSnapshot, id, r, err)
 				break
 			}
+			s.res = uint8(r)
 			l.res[r] = s
 		}
 		out = append(out, l)
@@ -327,6 +345,9 @@ func (e *Engine) decode(body []byte) error {
 	if d.err != nil {
 		release()
 		return d.err
+	}
+	if pl != nil && e.sh.pool != nil {
+		e.sh.pool.load(pl)
 	}
 	for _, l := range out {
 		if l.res == [4]*Series{} {
@@ -426,4 +447,37 @@ func (e *Engine) decodeSeries(d *decoder) (*Series, error) {
 	}
 	slices.Sort(w)
 	return s, nil
+}
+
+// poolFields visits the Engine's prior for a snapshot.
+func (e *Engine) poolFields(c codec) {
+	pl := e.sh.pool
+	if pl == nil { // not the default model: Save refuses it anyway
+		pl = &pool{}
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.fields(c, e.sh.params.Horizon)
+}
+
+// fields visits the sums of the step groups a horizon of h has.
+func (pl *pool) fields(c codec, h int) {
+	for r := range pl.sum {
+		for g := range groups(max(h, 1)) {
+			for k := range pl.sum[r][g] {
+				c.f64(&pl.sum[r][g][k])
+				c.f64(&pl.cnt[r][g][k])
+			}
+		}
+	}
+}
+
+// load replaces the prior's sums with src's and publishes them.
+func (pl *pool) load(src *pool) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.sum, pl.cnt = src.sum, src.cnt
+	for r := range pl.sum {
+		pl.publish(r)
+	}
 }
