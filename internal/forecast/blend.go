@@ -278,16 +278,16 @@ func (b *blend) predictWith(h *History, out []float32, pr *priorTab, acc *poolAc
 					}
 				} else {
 					// Own relative excess errors, shrunk toward the fleet's:
-					// c_k = a*r_k + (1-a)*P_k with a = n/(n+n0), and the
+					// c_k = a*r_k + (1-a)*P_k with a = n/(n+n0_k), and the
 					// weights exp(-eta (c_k - min c)): the best keeps weight
 					// 1, as without the prior, so they cannot all vanish.
 					n := float32(h.Total())
-					a := n / (n + pr.n0)
-					ia, pa := a*inv, blendEta*(1-a)
-					P := &pr.p[g]
+					P, n0 := &pr.p[g], &pr.n0[g]
+					ib := 1 / best
 					cmin := float32(math.MaxFloat32)
 					for k, l := range L {
-						c := (l-best)*ia + pa*P[k]
+						a := n / (n + n0[k])
+						c := blendEta * (a*(l-best)*ib + (1-a)*P[k])
 						w[k] = c
 						cmin = min(cmin, c)
 					}

@@ -28,21 +28,23 @@ const maxGroups = 11
 
 // priorTab is a published prior: immutable once stored.
 type priorTab struct {
-	n0 float32 // samples of a series' own errors the prior is worth
 	p  [maxGroups][nComp]float32
+	n0 [maxGroups][nComp]float32 // samples of a series' own errors P_k is worth
 }
 
 // poolAcc sums one batch's relative excess losses, per group and component.
 type poolAcc struct {
-	sum, cnt [maxGroups][nComp]float64
+	sum, sq, cnt [maxGroups][nComp]float64
 }
 
 func (a *poolAcc) add(g int, L []float32, best float32) {
 	inv := 1 / best
-	s, c := &a.sum[g], &a.cnt[g]
+	s, q, c := &a.sum[g], &a.sq[g], &a.cnt[g]
 	for k, l := range L[:nComp] {
 		if l < offLoss/2 { // a component not in the blend has no error to pool
-			s[k] += float64(min((l-best)*inv, 1))
+			r := float64(min((l-best)*inv, 1))
+			s[k] += r
+			q[k] += r * r
 			c[k]++
 		}
 	}
@@ -50,22 +52,29 @@ func (a *poolAcc) add(g int, L []float32, best float32) {
 
 // pool is an Engine's prior, per resource.
 type pool struct {
-	n0 float32
-	mu sync.Mutex
-	// The fleet's sums, each batch's weighted by its share of the fleet
-	// (see merge).
-	sum, cnt [4][maxGroups][nComp]float64
-	tab      [4]atomic.Pointer[priorTab]
+	n0max float32
+	mu    sync.Mutex
+	// The fleet's sums of r_k, r_k^2 and counts, each batch's weighted by
+	// its share of the fleet (see merge).
+	sum, sq, cnt [4][maxGroups][nComp]float64
+	tab          [4]atomic.Pointer[priorTab]
 }
 
-// poolN0 is the number of its own samples after which a series' errors count
-// as much as the fleet's: the blend's own loss memory, one daily cycle (at
-// least minLossMemory). The prior stands in for the errors a series has not
-// yet seen over a whole cycle, and yields once it has; it is a property of the
-// data's period like the loss memory, not a fitted constant.
-func poolN0(p Params) float32 { return float32(max(p.day(), minLossMemory)) }
+// How much the prior is worth (n0, in samples of a series' own errors) is
+// read from the fleet, as in empirical Bayes: with the fleet's r_k spread
+// around P_k with variance tau^2, and a series' own r_k the mean of n noisy
+// per-sample terms of variance sigma^2, the posterior mean weighs its own by
+// a = n / (n + sigma^2/tau^2). sigma^2 is taken as 1: an absolute error
+// spreads about as much as its mean (exponential, as of a Laplace error), so
+// a relative excess error per sample has unit variance. tau^2 is estimated by
+// the fleet's variance of r_k, which also holds the young series' noise, so
+// the prior is if anything too weak. Where VMs agree (a PlanetLab day) the
+// prior counts for long; where they differ (Bitbrains) it fades within a few
+// samples. n0 is capped at the blend's own loss memory, one daily cycle: own
+// errors older than that are forgotten anyway.
+func poolN0max(p Params) float32 { return float32(max(p.day(), minLossMemory)) }
 
-func newPool(p Params) *pool { return &pool{n0: poolN0(p)} }
+func newPool(p Params) *pool { return &pool{n0max: poolN0max(p)} }
 
 // merge adds a batch of m series' sums for resource r to the fleet's, out of
 // a fleet of n VMs, and publishes the new prior. Old sums decay by the share
@@ -78,10 +87,11 @@ func (pl *pool) merge(r int, a *poolAcc, m, n int) {
 	f := 1 - float64(m)/float64(max(n, m))
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	S, C := &pl.sum[r], &pl.cnt[r]
+	S, Q, C := &pl.sum[r], &pl.sq[r], &pl.cnt[r]
 	for g := range S {
 		for k := range S[g] {
 			S[g][k] = f*S[g][k] + a.sum[g][k]
+			Q[g][k] = f*Q[g][k] + a.sq[g][k]
 			C[g][k] = f*C[g][k] + a.cnt[g][k]
 		}
 	}
@@ -90,13 +100,20 @@ func (pl *pool) merge(r int, a *poolAcc, m, n int) {
 
 // publish stores resource r's prior from the sums; pl.mu held.
 func (pl *pool) publish(r int) {
-	t := &priorTab{n0: pl.n0}
-	S, C := &pl.sum[r], &pl.cnt[r]
+	t := &priorTab{}
+	S, Q, C := &pl.sum[r], &pl.sq[r], &pl.cnt[r]
 	any := false
 	for g := range S {
 		for k := range S[g] {
+			t.n0[g][k] = 0 // no prior: own errors only
 			if C[g][k] > 0 {
-				t.p[g][k] = float32(S[g][k] / C[g][k])
+				m := S[g][k] / C[g][k]
+				v := Q[g][k]/C[g][k] - m*m
+				t.p[g][k] = float32(m)
+				t.n0[g][k] = pl.n0max
+				if v*float64(pl.n0max) > 1 {
+					t.n0[g][k] = float32(1 / v)
+				}
 				any = true
 			}
 		}
@@ -118,12 +135,13 @@ func (s *Series) prior() *priorTab {
 
 // validPool reports whether sums could have come from merge: finite, counts
 // non-negative, and each sum within [0, its count] (every term is in [0, 1]).
-func validPool(S, C *[4][maxGroups][nComp]float64) bool {
+func validPool(S, Q, C *[4][maxGroups][nComp]float64) bool {
 	for r := range S {
 		for g := range S[r] {
 			for k, s := range S[r][g] {
-				c := C[r][g][k]
-				if math.IsNaN(s) || math.IsNaN(c) || math.IsInf(c, 0) || c < 0 || s < 0 || s > c*(1+1e-6) {
+				c, q := C[r][g][k], Q[r][g][k]
+				if math.IsNaN(s) || math.IsNaN(c) || math.IsInf(c, 0) || c < 0 || s < 0 || s > c*(1+1e-6) ||
+					math.IsNaN(q) || q < 0 || q > c*(1+1e-6) {
 					return false
 				}
 			}

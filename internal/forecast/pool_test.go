@@ -3,6 +3,7 @@ package forecast
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -225,10 +226,11 @@ func TestSnapshotBadPrior(t *testing.T) {
 // forecasts a number: its weights cannot all vanish.
 func TestPriorNeverZeroesEveryWeight(t *testing.T) {
 	e, _ := NewEngine(Config{})
-	t0 := &priorTab{n0: 1e6}
+	t0 := &priorTab{}
 	for g := range t0.p {
 		for k := range t0.p[g] {
 			t0.p[g][k] = 1 // every component the fleet's worst
+			t0.n0[g][k] = 1e6
 		}
 	}
 	for r := range e.sh.pool.tab {
@@ -243,5 +245,38 @@ func TestPriorNeverZeroesEveryWeight(t *testing.T) {
 				t.Fatalf("sample %d step %d: NaN forecast", i, s+1)
 			}
 		}
+	}
+}
+
+// n0 is read from the fleet: series that agree make a prior worth the whole
+// loss memory; series that disagree, one worth a few samples.
+func TestPriorStrengthFollowsTheFleetsSpread(t *testing.T) {
+	pl := newPool(Params{Step: 300, Horizon: 6})
+	var acc poolAcc
+	L := make([]float32, nComp)
+	for i := range 100 {
+		for k := range L {
+			L[k] = 1 + 0.2*float32(k)
+		}
+		L[1] = 1 + float32(i%2) // component 1: as good as the best or twice as bad
+		L[cDay], L[cWeek] = offLoss, offLoss // not in any series' blend
+		acc.add(0, L, 1)
+	}
+	pl.merge(0, &acc, 100, 100)
+	tab := pl.tab[0].Load()
+	if tab == nil {
+		t.Fatal("no prior published")
+	}
+	if got := tab.p[0][2]; math.Abs(float64(got)-0.4) > 1e-6 {
+		t.Errorf("P_2 = %v, want 0.4", got)
+	}
+	if got := tab.n0[0][2]; got != 288 {
+		t.Errorf("series that agree: n0 = %v, want the loss memory 288", got)
+	}
+	if got := tab.n0[0][1]; math.Abs(float64(got)-4) > 1e-3 { // variance 1/4
+		t.Errorf("series that disagree: n0 = %v, want 4", got)
+	}
+	if got := tab.n0[0][cDay]; got != 0 {
+		t.Errorf("a component no series has: n0 = %v, want 0", got)
 	}
 }

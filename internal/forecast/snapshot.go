@@ -18,8 +18,8 @@ import (
 // it forecasts exactly what the saved one would have. Layout, little-endian:
 //
 //	magic "HRFCSNP2", the config fingerprint (see fingerprint), the fleet's
-//	prior (per resource, step group and component: its sum and count, two
-//	float64s), VM count u32, per VM: id (u16 length, bytes), a resource mask
+//	prior (per resource, step group and component: its sums of r and r^2
+//	and count, three float64s), VM count u32, per VM: id (u16 length, bytes), a resource mask
 //	u8, and per resource in the mask: total samples i64, the blend's scalar
 //	state (stateFields), the slab (float32s, length fixed by the config), the
 //	held samples oldest first; last a CRC-32 (IEEE) of everything before it.
@@ -293,7 +293,7 @@ func (e *Engine) decode(body []byte) error {
 	if !v1 {
 		pl = &pool{}
 		pl.fields(d, e.sh.params.Horizon)
-		if d.err == nil && !validPool(&pl.sum, &pl.cnt) {
+		if d.err == nil && !validPool(&pl.sum, &pl.sq, &pl.cnt) {
 			d.err = fmt.Errorf("%w: the fleet's prior is out of range", ErrSnapshot)
 		}
 	}
@@ -466,6 +466,7 @@ func (pl *pool) fields(c codec, h int) {
 		for g := range groups(max(h, 1)) {
 			for k := range pl.sum[r][g] {
 				c.f64(&pl.sum[r][g][k])
+				c.f64(&pl.sq[r][g][k])
 				c.f64(&pl.cnt[r][g][k])
 			}
 		}
@@ -476,7 +477,7 @@ func (pl *pool) fields(c codec, h int) {
 func (pl *pool) load(src *pool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	pl.sum, pl.cnt = src.sum, src.cnt
+	pl.sum, pl.sq, pl.cnt = src.sum, src.sq, src.cnt
 	for r := range pl.sum {
 		pl.publish(r)
 	}
