@@ -258,7 +258,7 @@ func TestPriorStrengthFollowsTheFleetsSpread(t *testing.T) {
 		for k := range L {
 			L[k] = 1 + 0.2*float32(k)
 		}
-		L[1] = 1 + float32(i%2) // component 1: as good as the best or twice as bad
+		L[1] = 1 + float32(i%2)              // component 1: as good as the best or twice as bad
 		L[cDay], L[cWeek] = offLoss, offLoss // not in any series' blend
 		acc.add(0, L, 1)
 	}
