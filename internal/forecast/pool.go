@@ -12,7 +12,8 @@ import (
 // relative excess error (L_k - L_best) / L_best over a step group. A young
 // series judges by few errors, so an Engine also keeps, per resource, P_k: the
 // mean over the fleet's series of min(r_k, 1), and a series weighs by
-// exp(-eta (a r_k + (1-a) P_k)) with a = n / (n + n0), n its samples. The
+// exp(-eta (c_k - min c)), c_k = a_k r_k + (1-a_k) P_k, a_k = n / (n + n0_k),
+// n its samples and n0_k read from the fleet's spread (see poolN0max). The
 // prior fades as a series' own errors accumulate (Bitbrains VMs are unlike
 // one another: a prior that keeps a fixed share made CPU and memory worse).
 //
