@@ -105,7 +105,7 @@ func TestConsolidationLeavesRoomForMemoryPeaksTogether(t *testing.T) {
 		moves    int
 	}{{true, 0}, {false, 1}} {
 		cfg := policy.DefaultHeadroom()
-		cfg.Underload.MemoryPeaksTogether = c.together
+		cfg.Placement.MemoryPeaksTogether = c.together
 		p, err := NewHeadroom("headroom", cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -139,6 +139,36 @@ func TestConsolidationChargesMigrationEnergyPerMB(t *testing.T) {
 		f = fc(s, f, 1, 10, flat(6, 100)...)
 		if plan := Decide(s, f, p, nil); len(plan.Moves) != c.moves {
 			t.Errorf("%.0f MB: moves %+v, want %d", c.mem, plan.Moves, c.moves)
+		}
+	}
+}
+
+// Overload relief's preferred search counts memory peaks together too: B has room
+// for vm1's bound and for either one memory peak beside vm2 (1500 + 1500 <=
+// 4096), not for both (1500 + 1500 + 1500 > 4096), so vm1 goes to the empty C;
+// with the rule off, packing takes the running B.
+func TestOverloadReliefPrefersRoomForMemoryPeaksTogether(t *testing.T) {
+	s := snap(3, [3]float64{0, 2900, 870}, [3]float64{0, 2900, 613}, [3]float64{1, 1000, 613})
+	s.VMs[0].Demand.Mem, s.VMs[1].Demand.Mem, s.VMs[2].Demand.Mem = 1000, 1000, 500
+	var f []model.ResourceForecast
+	f = fc(s, f, 0, 10, flat(6, 2900)...)
+	f = fc(s, f, 1, 10, flat(6, 2900)...)
+	f = fc(s, f, 2, 10, flat(6, 1000)...)
+	f[0].Peak.Mem, f[1].Peak.Mem, f[2].Peak.Mem = 2500, 2500, 2000
+	for _, c := range []struct {
+		together bool
+		want     string
+	}{{true, "C"}, {false, "B"}} {
+		cfg := policy.DefaultHeadroom()
+		cfg.Underload.Enabled = false
+		cfg.Placement.MemoryPeaksTogether = c.together
+		p, err := NewHeadroom("headroom", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := Decide(s, f, p, nil)
+		if len(plan.Moves) != 1 || plan.Moves[0].Reason.Rule != "overload" || plan.Moves[0].TargetHostID != c.want {
+			t.Errorf("memory_peaks_together %v: moves %+v, want one overload move to %s", c.together, plan.Moves, c.want)
 		}
 	}
 }

@@ -53,11 +53,6 @@ type UnderloadTrigger struct {
 	// its VMs to return to its peak of the last week. Consolidation is optional work,
 	// so it takes no risk a VM has already shown; off trades that for energy.
 	RoomForPeaks bool `yaml:"room_for_peaks"`
-	// MemoryPeaksTogether: a consolidation target must have room for all its
-	// VMs' memory peaks at once (the sum of their excesses over their need now),
-	// not only for any one. Memory is not shared out past capacity, and VMs of
-	// one application grow their memory together.
-	MemoryPeaksTogether bool `yaml:"memory_peaks_together"`
 }
 
 // LeadTime: act on a predicted breach only when waiting for the next cycle would let
@@ -95,9 +90,15 @@ type PlacementConfig struct {
 	// PreferRoomForPeaks: overload relief takes a target that also has room for
 	// any one of its VMs to return to its peak of the last week (the consolidation
 	// rule) when one exists, and the bound alone only when none does.
-	PreferRoomForPeaks bool           `yaml:"prefer_room_for_peaks"`
-	Filters            []string       `yaml:"filters"`
-	Scorers            []WeightedStep `yaml:"scorers"`
+	PreferRoomForPeaks bool `yaml:"prefer_room_for_peaks"`
+	// MemoryPeaksTogether: wherever a peak rule applies (room_for_peaks,
+	// prefer_room_for_peaks), memory counts every VM's return to its peak at
+	// once (the sum of their excesses over their need now), not only any one.
+	// Memory is not shared out past capacity, and VMs of one application grow
+	// their memory together.
+	MemoryPeaksTogether bool           `yaml:"memory_peaks_together"`
+	Filters             []string       `yaml:"filters"`
+	Scorers             []WeightedStep `yaml:"scorers"`
 }
 
 // WeightedStep is a scorer and its weight.
@@ -180,7 +181,7 @@ func DefaultHeadroom() HeadroomConfig {
 		OverloadByResource: map[string]OverloadTrigger{
 			"mem": {Threshold: 0.9, Probability: 0.2},
 		},
-		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9, RoomForPeaks: true, MemoryPeaksTogether: true},
+		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9, RoomForPeaks: true},
 		LeadTime:  LeadTime{Margin: time.Minute},
 		// A migration is charged the energy measured for one, 0.512 J per MB moved
 		// over both hosts and the link (Liu et al., "Performance and energy modeling
@@ -190,10 +191,11 @@ func DefaultHeadroom() HeadroomConfig {
 		// host holding a large VM.
 		Thrash: AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostJoulesPerMB: 0.512},
 		Placement: PlacementConfig{
-			Target:             1.0,
-			PreferRoomForPeaks: true,
-			Filters:            []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
-			Scorers:            []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
+			Target:              1.0,
+			PreferRoomForPeaks:  true,
+			MemoryPeaksTogether: true,
+			Filters:             []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
+			Scorers:             []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
 		},
 	}
 }
