@@ -30,6 +30,7 @@ type cycle struct {
 	// placement.prefer_room_for_peaks is on (nil when off).
 	peaky    *placement.Context
 	only     []bool // every host excluded but one, for peakRoom
+	mp       *memPeaks
 	explain  bool
 	budget   int
 	inFlight map[string]bool
@@ -60,6 +61,7 @@ func (p *Headroom) newCycle(in Input, explain bool) *cycle {
 		c.peaky = p.context(st, c.zC)
 		c.peaky.Peaks = true
 	}
+	c.mp = c.newMemPeaks()
 	if explain {
 		c.out.Candidates = map[string][]placement.Candidate{}
 	}
@@ -186,8 +188,8 @@ func (c *cycle) overload() {
 			// a large fleet) runs only when it has not.
 			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
 			noPeakRoom := false
-			if t >= 0 && c.peaky != nil && !c.peakRoom(v, t) {
-				if pt, pc := c.p.chain.Select(c.peaky, v, excl, c.explain); pt >= 0 {
+			if t >= 0 && c.peaky != nil && (!c.peakRoom(v, t) || c.mp.blocks(v, t)) {
+				if pt, pc := c.p.chain.Select(c.peaky, v, c.mp.exclude(v, excl), c.explain); pt >= 0 {
 					t, cands = pt, pc
 				} else {
 					noPeakRoom = true
@@ -207,6 +209,7 @@ func (c *cycle) overload() {
 				continue
 			}
 			st.Add(v, t)
+			c.mp.move(v, h, t)
 			c.received[t] = true
 			c.budget--
 			why := fmt.Sprintf("its move alone makes the host safe and is the quickest such move (%.0f s)", best.secs)
@@ -297,6 +300,10 @@ func (c *cycle) underload() {
 	zU := policy.Z(cfg.Underload.Probability)
 	uctx := c.p.context(st, zU)
 	uctx.Peaks = cfg.Underload.RoomForPeaks // optional work takes no risk a VM has already shown
+	mp := c.mp
+	if !uctx.Peaks {
+		mp = &memPeaks{}
+	}
 	type cand struct {
 		h    int
 		util float64
@@ -347,21 +354,23 @@ func (c *cycle) underload() {
 		var placed []mv
 		cost := 0.0
 		for _, v := range vms {
-			t, cands := c.p.chain.Select(uctx, v, emptying, c.explain)
+			t, cands := c.p.chain.Select(uctx, v, mp.exclude(v, emptying), c.explain)
 			if t < 0 {
 				ok = false
 				break
 			}
 			st.Remove(v, h)
 			st.Add(v, t)
+			mp.move(v, h, t)
 			placed = append(placed, mv{v, t, cands})
-			cost += st.MigrationSeconds(v, h) * cfg.Thrash.CostWatts
+			cost += c.migrationJoules(v, h)
 		}
 		gain := snap.Hosts[h].Power[0] * max(c.horizon, snap.Interval)
 		if !ok || gain <= cost {
 			for i := len(placed) - 1; i >= 0; i-- {
 				st.Remove(placed[i].v, placed[i].t)
 				st.Add(placed[i].v, h)
+				mp.move(placed[i].v, placed[i].t, h)
 			}
 			emptying[h] = c.over[h]
 			continue
@@ -381,4 +390,78 @@ func (c *cycle) underload() {
 			}
 		}
 	}
+}
+
+// migrationJoules is the energy charged for moving v off h: CostJoulesPerMB for
+// every MB of its memory, which a live migration copies at least once, plus
+// CostWatts for its duration.
+func (c *cycle) migrationJoules(v, h int) float64 {
+	t := &c.cfg.Thrash
+	return c.snap.VMs[v].Size.Mem*t.CostJoulesPerMB + c.st.MigrationSeconds(v, h)*t.CostWatts
+}
+
+// memPeaks is the peak rules' memory clause (placement.memory_peaks_together):
+// a target, for consolidation and for overload relief's preferred search, must
+// have room for all its VMs' memory peaks at once, not only for any one of them. Memory is not shared out past capacity (the host swaps or kills),
+// and VMs of one application grow their memory together, so for memory,
+// optional work assumes that peaks coincide. excess[h] is the sum over h's VMs
+// of how far each one's peak is above its need now; nil when the rule is off.
+type memPeaks struct {
+	c      *cycle
+	excess []float64
+	mask   []bool
+}
+
+func (c *cycle) newMemPeaks() *memPeaks {
+	m := &memPeaks{c: c}
+	if !c.cfg.Placement.MemoryPeaksTogether || !slices.Contains(c.p.resources, model.Mem) {
+		return m
+	}
+	m.excess = make([]float64, len(c.snap.Hosts))
+	for h := range c.snap.Hosts {
+		for _, v := range c.st.VMs(h) {
+			m.excess[h] += c.st.PeakExcess(model.Mem, v)
+		}
+	}
+	return m
+}
+
+// move records v's move from h to t in the sums.
+func (m *memPeaks) move(v, h, t int) {
+	if m.excess == nil {
+		return
+	}
+	x := m.c.st.PeakExcess(model.Mem, v)
+	m.excess[h] -= x
+	m.excess[t] += x
+}
+
+// blocks reports whether the rule leaves host t no room for v: its memory need
+// now with v, plus every VM's excess there and v's, exceeds its memory capacity.
+func (m *memPeaks) blocks(v, t int) bool {
+	if m.excess == nil {
+		return false
+	}
+	st := m.c.st
+	cp := m.c.snap.Hosts[t].Capacity.Mem
+	if cp <= 0 || len(st.VMs(t)) == 0 {
+		return false
+	}
+	now, _ := st.HostMomentOf(model.Mem, t, v, 0)
+	return now+m.excess[t]+st.PeakExcess(model.Mem, v) > cp
+}
+
+// exclude is excl with every host added that the rule leaves no room for v
+// (blocks); excl itself when the rule is off.
+func (m *memPeaks) exclude(v int, excl []bool) []bool {
+	if m.excess == nil {
+		return excl
+	}
+	if m.mask == nil {
+		m.mask = make([]bool, len(excl))
+	}
+	for t := range excl {
+		m.mask[t] = excl[t] || m.blocks(v, t)
+	}
+	return m.mask
 }

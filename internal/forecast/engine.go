@@ -204,7 +204,10 @@ func (v *VM) AppendForecast(dst *model.ResourceForecast, steps int, confidence f
 			continue
 		}
 		n := s.Forecast(p[:steps], u[:steps], confidence)
-		dst.Peak.Set(r, float64(s.Peak(v.sh.params.day())))
+		// The peak of the last week (all history when the step has no week): a
+		// week is the longest cycle the engine models, and a burst that recurs
+		// weekly (a backup, a batch job) has been quiet for days before it returns.
+		dst.Peak.Set(r, float64(s.Peak(v.sh.params.week())))
 		o := resize(*out, n)
 		for i := range n {
 			o[i] = float64(p[i])

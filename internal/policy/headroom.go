@@ -50,7 +50,7 @@ type UnderloadTrigger struct {
 	Threshold   float64 `yaml:"threshold"`
 	Probability float64 `yaml:"probability"`
 	// RoomForPeaks: a consolidation target must also have room for any one of
-	// its VMs to return to its last day's peak. Consolidation is optional work,
+	// its VMs to return to its peak of the last week. Consolidation is optional work,
 	// so it takes no risk a VM has already shown; off trades that for energy.
 	RoomForPeaks bool `yaml:"room_for_peaks"`
 }
@@ -62,12 +62,16 @@ type LeadTime struct {
 }
 
 // AntiThrash bounds churn: a VM moved less than Cooldown ago stays unless its host is
-// overloaded now; at most MaxPerCycle moves per cycle; a move must gain more than it
-// costs, with a migration costing CostWatts for its duration.
+// overloaded now; at most MaxPerCycle moves per cycle; a consolidation must save more
+// energy than its moves cost, a move costing CostJoulesPerMB for each MB of the VM's
+// memory plus CostWatts for its duration.
 type AntiThrash struct {
 	Cooldown    time.Duration `yaml:"cooldown"`
 	MaxPerCycle int           `yaml:"max_per_cycle"`
 	CostWatts   float64       `yaml:"cost_watts"`
+	// CostJoulesPerMB is charged for every MB of a moved VM's memory, which a
+	// live migration copies at least once (energy of both hosts and the link).
+	CostJoulesPerMB float64 `yaml:"cost_joules_per_mb"`
 	// RoomForCooldown asks a move's target for room over the whole cooldown, not
 	// only the horizon. Off by default: forecasting that far changed when the
 	// live controller acted on a recurring peak (TestPredictedPeakWithoutLab).
@@ -84,11 +88,17 @@ type PlacementConfig struct {
 	// Target, so placement never fills a host to where its trigger would act).
 	Fill map[string]float64 `yaml:"fill"`
 	// PreferRoomForPeaks: overload relief takes a target that also has room for
-	// any one of its VMs to return to its last day's peak (the consolidation
+	// any one of its VMs to return to its peak of the last week (the consolidation
 	// rule) when one exists, and the bound alone only when none does.
-	PreferRoomForPeaks bool           `yaml:"prefer_room_for_peaks"`
-	Filters            []string       `yaml:"filters"`
-	Scorers            []WeightedStep `yaml:"scorers"`
+	PreferRoomForPeaks bool `yaml:"prefer_room_for_peaks"`
+	// MemoryPeaksTogether: wherever a peak rule applies (room_for_peaks,
+	// prefer_room_for_peaks), memory counts every VM's return to its peak at
+	// once (the sum of their excesses over their need now), not only any one.
+	// Memory is not shared out past capacity, and VMs of one application grow
+	// their memory together.
+	MemoryPeaksTogether bool           `yaml:"memory_peaks_together"`
+	Filters             []string       `yaml:"filters"`
+	Scorers             []WeightedStep `yaml:"scorers"`
 }
 
 // WeightedStep is a scorer and its weight.
@@ -157,8 +167,11 @@ func ParseResource(name string) (model.Resource, bool) {
 // and surer (at 1-in-5 odds), because a host past its RAM swaps or kills every VM
 // while CPU, network and disk past capacity only share out in proportion; fill hosts to their capacity at the 90 % bound; try to empty any
 // host (no utilisation gate: the fit of its VMs elsewhere at the 90 % bound and the
-// energy-versus-migration balance decide), least used first; among hosts with room,
-// prefer the fullest running host (packing), with headroom only as a tie-breaker.
+// energy-versus-migration balance decide), least used first, onto hosts with room for
+// any one VM's return to its peak and, in memory, for all of them at once (memory is
+// not shared out past capacity); charge a migration the energy measured for one;
+// among hosts with room, prefer the fullest running host (packing), with headroom
+// only as a tie-breaker.
 func DefaultHeadroom() HeadroomConfig {
 	return HeadroomConfig{
 		Horizon:    30 * time.Minute,
@@ -170,12 +183,19 @@ func DefaultHeadroom() HeadroomConfig {
 		},
 		Underload: UnderloadTrigger{Enabled: true, Threshold: 1.0, Probability: 0.9, RoomForPeaks: true},
 		LeadTime:  LeadTime{Margin: time.Minute},
-		Thrash:    AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostWatts: 400},
+		// A migration is charged the energy measured for one, 0.512 J per MB moved
+		// over both hosts and the link (Liu et al., "Performance and energy modeling
+		// for live migration of virtual machines", HPDC 2011: E = 0.512 V + 20.2 J),
+		// and nothing per second: its duration is already weighed by the lead time
+		// and by the VM choice, and a guessed wattage (it was 400 W) refused every
+		// host holding a large VM.
+		Thrash: AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostJoulesPerMB: 0.512},
 		Placement: PlacementConfig{
-			Target:             1.0,
-			PreferRoomForPeaks: true,
-			Filters:            []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
-			Scorers:            []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
+			Target:              1.0,
+			PreferRoomForPeaks:  true,
+			MemoryPeaksTogether: true,
+			Filters:             []string{"capacity", "anti-affinity", "affinity", "host-affinity"},
+			Scorers:             []WeightedStep{{"packing", 1}, {"headroom", 0.25}, {"affinity", 1}, {"migration-cost", 0.5}},
 		},
 	}
 }
@@ -226,6 +246,8 @@ func (c *HeadroomConfig) Validate() error {
 		return fmt.Errorf("anti_thrash.max_per_cycle: %d must be positive", c.Thrash.MaxPerCycle)
 	case !(c.Thrash.CostWatts >= 0) || math.IsInf(c.Thrash.CostWatts, 0):
 		return fmt.Errorf("anti_thrash.cost_watts: %g must not be negative", c.Thrash.CostWatts)
+	case !(c.Thrash.CostJoulesPerMB >= 0) || math.IsInf(c.Thrash.CostJoulesPerMB, 0):
+		return fmt.Errorf("anti_thrash.cost_joules_per_mb: %g must not be negative", c.Thrash.CostJoulesPerMB)
 	case !(c.Placement.Target > 0 && c.Placement.Target <= 1.5):
 		return fmt.Errorf("placement.target: %g must be in (0, 1.5]", c.Placement.Target)
 	}
