@@ -118,7 +118,7 @@ func TestFleetMemoryPerSample(t *testing.T) {
 	for _, c := range []struct {
 		bits      int
 		hist, all float64
-	}{{0, 2.1, 14}, {32, 4.05, 16}} {
+	}{{0, 2.15, 14}, {32, 4.1, 16}} {
 		s, _ := NewSeries(Config{HistoryBits: c.bits})
 		for i := range 2100 {
 			s.Observe(float32(i % 17))

@@ -9,21 +9,23 @@ import (
 	"github.com/headroom/headroom/internal/model"
 )
 
-// Forecast carries each resource's largest sample of the last day: a burst a day
-// and a half ago has aged out, one six hours ago has not. (The values are
-// exact in bfloat16, so the test holds for 16-bit history too.)
-func TestForecastPeakIsTheLastDaysLargestSample(t *testing.T) {
+// Forecast carries each resource's largest sample of the last week (the longest
+// cycle the engine models): a burst seven and a half days ago has aged out, one
+// 36 hours ago has not. (The values are exact in bfloat16, so the test holds for
+// 16-bit history too.)
+func TestForecastPeakIsTheLastWeeksLargestSample(t *testing.T) {
 	e, err := NewEngine(Config{Step: 300, Horizon: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := e.VM("a")
-	for k := range 440 {
+	const n = 2200 // a week is 2016 samples at 5 minutes
+	for k := range n {
 		d := model.Resources{CPU: 100, Mem: 50}
 		switch k {
-		case 440 - 432: // 36 h ago
+		case n - 2160: // 7.5 days ago
 			d.CPU = 5120
-		case 440 - 72: // 6 h ago
+		case n - 432: // 36 h ago
 			d.CPU, d.Mem = 3072, 700
 		}
 		v.ObserveAll(d)

@@ -102,9 +102,10 @@ func (c Config) shared() (*shared, error) {
 		return nil, fmt.Errorf("forecast: history bits %d: want 16 or 32", c.HistoryBits)
 	}
 	sh := &shared{params: p, spec: spec, lr: float32(c.LearnRate), cap: max(c.Capacity, minHistory), half: c.HistoryBits != 32}
-	// Peak reads the last day: blocks of sqrt(day) samples make that a scan of
-	// under one block plus about sqrt(day) block maxima.
-	if d := p.day(); d > 0 {
+	// Forecast's Peak reads the last week (the longest cycle the engine models):
+	// blocks of sqrt(week) samples make that a scan of under one block plus about
+	// sqrt(week) block maxima.
+	if d := max(p.week(), p.day()); d > 0 {
 		sh.bsz = int32(math.Ceil(math.Sqrt(float64(d))))
 		sh.nb = int32((d+int(sh.bsz)-1)/int(sh.bsz) + 1)
 	}

@@ -189,7 +189,7 @@ type ResourceForecast struct {
 	Upper              []Resources `json:"upper"`
 	Confidence         float64     `json:"confidence"`
 	// Peak is the largest demand the VM has shown in each resource over a recent
-	// window (the forecast engine's last day); zero where unknown. Optional work
+	// window (the forecast engine's last week); zero where unknown. Optional work
 	// such as consolidation reads it: a forecast bound does not see a job's onset
 	// coming, but a VM that reached a level once can reach it again.
 	Peak Resources `json:"peak,omitzero"`

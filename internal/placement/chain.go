@@ -29,7 +29,7 @@ type Context struct {
 	// Peaks: the host must also have room, in every tracked resource, for any one
 	// of its VMs (v included) to return to its recent peak while the others stay
 	// at their need now. Optional moves (consolidation) set it: a VM that reached
-	// a level in the last day can reach it again, and no forecast sees a job's
+	// a level in the last week can reach it again, and no forecast sees a job's
 	// onset coming.
 	Peaks  bool
 	rules  map[int][]ruleRef

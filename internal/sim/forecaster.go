@@ -17,7 +17,7 @@ type forecaster struct {
 	eng    *forecast.Engine
 	vms    []*forecast.VM
 	out    []model.ResourceForecast
-	// past holds the oracle's last day of each VM's demand (a ring; n counts its
+	// past holds the oracle's last week of each VM's demand (a ring; n counts its
 	// samples), so that its Peak reads the past as the engine's does.
 	past [][]model.Resources
 	n    []int
@@ -42,10 +42,10 @@ func newForecaster(pol core.Policy, e *engine, cfg Config) (*forecaster, error) 
 				o.PredictedMemory, o.PredictedNetworkIO, o.PredictedDiskIO = make([]float64, f.steps), make([]float64, f.steps), make([]float64, f.steps)
 			}
 		}
-		day := max(int(86400/cfg.Interval), 1)
+		week := max(int(7*86400/cfg.Interval), 1)
 		f.past, f.n = make([][]model.Resources, len(f.out)), make([]int, len(f.out))
 		for v := range f.past {
-			f.past[v] = make([]model.Resources, 0, day)
+			f.past[v] = make([]model.Resources, 0, week)
 		}
 		return f, nil
 	}
@@ -105,7 +105,7 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 	return f.out
 }
 
-// remember adds v's demand now to its last day and returns that day's peak.
+// remember adds v's demand now to its last week and returns that week's peak.
 func (f *forecaster) remember(v int, d model.Resources) model.Resources {
 	p := f.past[v]
 	if len(p) < cap(p) {
