@@ -20,6 +20,7 @@ type fakeProm struct {
 	instant map[string][]fakeSeries // a substring of the query -> result
 	ranges  map[string][]fakeSeries
 	queries []string
+	encs    []string // each request's Accept-Encoding
 }
 
 type fakeSeries struct {
@@ -34,6 +35,7 @@ func (f *fakeProm) start(t *testing.T) string {
 		q := r.Form.Get("query")
 		f.mu.Lock()
 		f.queries = append(f.queries, q)
+		f.encs = append(f.encs, r.Header.Get("Accept-Encoding"))
 		table, typ := f.instant, "vector"
 		if strings.HasSuffix(r.URL.Path, "query_range") {
 			table, typ = f.ranges, "matrix"

@@ -60,6 +60,9 @@ func New(cfg Config, opt Options) (*Source, error) {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
+	if !cfg.Compress {
+		rt = identity{rt}
+	}
 	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: rt})
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -86,6 +89,18 @@ func New(cfg Config, opt Options) (*Source, error) {
 		}
 	}
 	return src, nil
+}
+
+// identity asks for uncompressed answers (see Config.Compress). Go's
+// transport otherwise asks for gzip on its own and inflates the answer.
+type identity struct{ rt http.RoundTripper }
+
+func (t identity) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Accept-Encoding") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Accept-Encoding", "identity")
+	}
+	return t.rt.RoundTrip(r)
 }
 
 // outerAgg matches a template that aggregates by exactly the VM and host

@@ -169,6 +169,37 @@ func TestBackfill(t *testing.T) {
 	}
 }
 
+// TestCompression: answers are asked for uncompressed unless Compress is
+// set (then Go's transport asks for gzip), for instant and range queries.
+func TestCompression(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		f := &fakeProm{instant: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), value: 1}}},
+			ranges: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), points: [][2]float64{{1_700_000_000, 1}}}}}}
+		src, err := New(Config{URL: f.start(t), Compress: compress}, Options{Now: func() time.Time { return time.Unix(1_700_000_030, 0) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.History(context.Background(), map[string][]string{"h1": {"a"}}, time.Minute, 4, func(Key, Points) {}); err != nil {
+			t.Fatal(err)
+		}
+		want := "identity"
+		if compress {
+			want = "gzip"
+		}
+		if len(f.encs) < 2 {
+			t.Fatalf("compress %v: %d requests", compress, len(f.encs))
+		}
+		for i, e := range f.encs {
+			if e != want {
+				t.Errorf("compress %v: request %d (%s) asked Accept-Encoding %q, want %q", compress, i, f.queries[i], e, want)
+			}
+		}
+	}
+}
+
 // TestBackfillCoarse: past BackfillPoints the history is read at a multiple
 // of the step, each point repeated for the steps it stands for, newest last;
 // net is read as one sum of both directions.
