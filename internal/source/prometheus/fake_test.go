@@ -54,8 +54,15 @@ func (f *fakeProm) start(t *testing.T) string {
 					e["value"] = []any{float64(time.Now().Unix()), strconv.FormatFloat(s.value, 'g', -1, 64)}
 				} else {
 					var vs []any
+					from, _ := strconv.ParseFloat(r.Form.Get("start"), 64)
+					to, _ := strconv.ParseFloat(r.Form.Get("end"), 64)
 					for _, p := range s.points {
-						vs = append(vs, []any{p[0], strconv.FormatFloat(p[1], 'g', -1, 64)})
+						if p[0] >= from && p[0] <= to { // the range asked, as Prometheus answers
+							vs = append(vs, []any{p[0], strconv.FormatFloat(p[1], 'g', -1, 64)})
+						}
+					}
+					if vs == nil {
+						continue
 					}
 					e["values"] = vs
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -197,6 +198,69 @@ func TestCompression(t *testing.T) {
 				t.Errorf("compress %v: request %d (%s) asked Accept-Encoding %q, want %q", compress, i, f.queries[i], e, want)
 			}
 		}
+	}
+}
+
+// TestBackfillOldCoarser: history older than two days is read at
+// BackfillOldStep, the last two days at the step, each point repeated for the
+// steps it stands for, and each part's rate() spans its own step.
+func TestBackfillOldCoarser(t *testing.T) {
+	step := 10 * time.Minute
+	now := time.Unix(1_700_000_000, 0).Truncate(step).Add(30 * time.Second)
+	end := now.Truncate(step)
+	const fine, n = 2 * 144, 2*144 + 6 // two days of 10-minute steps, and 6 older ones: two points at 30 minutes
+	var pts [][2]float64
+	for i := range fine {
+		pts = append(pts, [2]float64{float64(end.Add(-time.Duration(fine-1-i) * step).Unix()), 0.5})
+	}
+	cEnd := end.Add(-fine * step)
+	pts = append([][2]float64{{float64(cEnd.Add(-30 * time.Minute).Unix()), 1}, {float64(cEnd.Unix()), 2}}, pts...)
+	// A point between the coarse ones: not asked for, so not answered.
+	pts = append([][2]float64{{float64(cEnd.Add(-40 * time.Minute).Unix()), 3}}, pts...)
+	f := &fakeProm{ranges: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), points: pts}}}}
+	src, err := New(Config{URL: f.start(t), BackfillOldStep: 30 * time.Minute}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDriver(memCluster(t), src)
+	vms, err := d.VMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a []model.Resources
+	var mu sync.Mutex
+	if _, err := d.Backfill(context.Background(), vms, step, n, func(vm string, rs []model.Resources) {
+		mu.Lock()
+		defer mu.Unlock()
+		if vm == "a" {
+			a = rs
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != n {
+		t.Fatalf("a: %d points, want %d", len(a), n)
+	}
+	for i, x := range a {
+		want := 500.0 // 0.5 cores of 2 vCPUs, size 2000
+		switch {
+		case i < 3:
+			want = 1000
+		case i < 6:
+			want = 2000
+		}
+		if x.CPU != want {
+			t.Errorf("a[%d].CPU = %v, want %v", i, x.CPU, want)
+		}
+	}
+	var windows []string
+	for _, q := range f.queries {
+		if strings.Contains(q, cpuQ) {
+			windows = append(windows, q[strings.LastIndex(q, "["):])
+		}
+	}
+	if !slices.Contains(windows, "[1800s])") || !slices.Contains(windows, "[600s])") {
+		t.Errorf("cpu queries' windows %q, want 1800s and 600s", windows)
 	}
 }
 
