@@ -42,7 +42,9 @@ func envInt(name string, def int) int {
 // the controller's default 1-minute interval, HEADROOM_PROM_STEP to change)
 // and one cycle's queries, with the CPU time Prometheus and this process spent
 // and their peak RSS. HEADROOM_PROM_DATA names another data directory;
-// HEADROOM_PROM_BACKFILL_POINTS overrides Config.BackfillPoints. It skips
+// HEADROOM_PROM_BACKFILL_POINTS and HEADROOM_PROM_BACKFILL_OLD_STEP override
+// Config.BackfillPoints and BackfillOldStep, HEADROOM_PROM_COMPRESS=1 sets
+// Compress. It skips
 // without HEADROOM_PROM_BENCH=1, without prometheus or without the data.
 // weekData is a running Prometheus on the week's data set.
 type weekData struct {
@@ -151,6 +153,7 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	if d, err := time.ParseDuration(os.Getenv("HEADROOM_PROM_BACKFILL_OLD_STEP")); err == nil && d > 0 {
 		cfg.BackfillOldStep = d
 	}
+	cfg.Compress = os.Getenv("HEADROOM_PROM_COMPRESS") == "1"
 	src, err := New(cfg, Options{Now: func() time.Time { return end.Add(time.Second) }})
 	if err != nil {
 		b.Fatal(err)
