@@ -24,6 +24,8 @@ func TestConfigErrorsNameField(t *testing.T) {
 		"url: http://p:9090\nmax_age: -1s":                "max_age:",
 		"url: http://p:9090\nparallel: 100":               "parallel:",
 		"url: http://p:9090\nbatch_vms: -1":               "batch_vms:",
+		"url: http://p:9090\nbackfill_points: 1":          "backfill_points:",
+		"url: http://p:9090\nbackfill_old_step: -1h":      "backfill_old_step:",
 		"url: http://p:9090\nhosts: {a: ''}":              "hosts:",
 		"url: http://p:9090\nqueries: {cpu: '{{.Nope}}'}": "queries.cpu:",
 		"url: http://p:9090\nqueries: {mem: '{{'}":        "queries.mem:",

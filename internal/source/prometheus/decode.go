@@ -197,9 +197,11 @@ func (d *decoder) points(fn func(ms int64, v float64)) error {
 		if esc {
 			return d.fail("escaped sample value")
 		}
-		v, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil {
-			return d.fail("bad sample value")
+		v, ok := fastFloat(raw)
+		if !ok {
+			if v, err = strconv.ParseFloat(string(raw), 64); err != nil {
+				return d.fail("bad sample value")
+			}
 		}
 		if err := d.expect(']'); err != nil {
 			return err
@@ -461,4 +463,52 @@ func fastMillis(b []byte) (int64, bool) {
 		ms *= 10
 	}
 	return ms, true
+}
+
+// pow10 are the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// fastFloat reads the sample values Prometheus usually writes, [-]d[.d]
+// without an exponent, when the digits form an integer m ≤ 2^53 and there are
+// at most 22 decimals: m and 10^decimals are then exact float64s and one
+// division rounds correctly (Clinger's fast path), the same float64 as
+// ParseFloat. Anything else is left to ParseFloat. A backfill parses tens of
+// millions of values, and ParseFloat's general path was a quarter of the
+// client's CPU.
+func fastFloat(b []byte) (float64, bool) {
+	i, neg := 0, false
+	if len(b) > 0 && b[0] == '-' {
+		i, neg = 1, true
+	}
+	var m uint64
+	nd, frac, start := 0, -1, i
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if nd++; nd > 19 {
+				return 0, false
+			}
+			m = m*10 + uint64(c-'0')
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0 && i > start:
+			frac = 0
+		default:
+			return 0, false
+		}
+	}
+	if nd == 0 || frac == 0 || m > 1<<53 || frac >= len(pow10) {
+		return 0, false
+	}
+	f := float64(m)
+	if frac > 0 {
+		f /= pow10[frac]
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
 }

@@ -169,6 +169,40 @@ func FuzzDecodeMatrix(f *testing.F) {
 	})
 }
 
+// FuzzFastFloat: where fastFloat answers, it is ParseFloat's float64, bit
+// for bit, and it answers for the usual shapes of a value.
+func FuzzFastFloat(f *testing.F) {
+	for _, s := range []string{"0", "-0", "1", "0.4837266454011544", "12345.678", "9007199254740992", "9007199254740993",
+		"0.48372664540115443", "1e3", ".5", "5.", "-", "", "1.2.3", "00012.5000", "-3.25", "0.0000000000000000000001"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := fastFloat([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("fastFloat(%q) = %v (%x), ParseFloat %v (%x), %v", s, got, math.Float64bits(got), want, math.Float64bits(want), err)
+		}
+	})
+}
+
+// TestFastFloatTakesUsualValues: the fast path is taken for values as
+// Prometheus formats rates (so the speed-up is real), left for the rest.
+func TestFastFloatTakesUsualValues(t *testing.T) {
+	for _, s := range []string{"0.4837266454011544", "123456.75", "-2.5", "1", "0.000123"} {
+		if _, ok := fastFloat([]byte(s)); !ok {
+			t.Errorf("%q: not taken", s)
+		}
+	}
+	for _, s := range []string{"1e3", "NaN", "+Inf", "0.48372664540115443", ".5", "5.", "1.2.3", "0x10"} {
+		if _, ok := fastFloat([]byte(s)); ok {
+			t.Errorf("%q: taken", s)
+		}
+	}
+}
+
 // BenchmarkDecodeMatrix: the decoder alone, per point.
 func BenchmarkDecodeMatrix(b *testing.B) {
 	var sb strings.Builder

@@ -225,7 +225,9 @@ func (d *Driver) Backfill(ctx context.Context, vms []hypervisor.VM, step time.Du
 		if !ok {
 			return
 		}
-		if out := expand(Demand(p, v), int(p.Step/step), n); len(out) > 0 {
+		dem := Demand(p, v)
+		coarse := max(p.Coarse-(len(p.R)-len(dem)), 0) // Demand drops the points before the first CPU reading
+		if out := expand(dem, coarse, int(p.CoarseStep/step), int(p.Step/step), n); len(out) > 0 {
 			count.Add(1)
 			fn(v.ID, out)
 		}
@@ -233,19 +235,29 @@ func (d *Driver) Backfill(ctx context.Context, vms []hypervisor.VM, step time.Du
 	return int(count.Load()), err
 }
 
-// expand repeats each of d's points k times (a point read at k steps stands
-// for each of them), keeping the newest n.
-func expand(d []model.Resources, k, n int) []model.Resources {
-	if k <= 1 {
+// expand repeats each of d's first coarse points kc times and each later
+// one k times (a point read at k steps stands for each of them), keeping the
+// newest n.
+func expand(d []model.Resources, coarse, kc, k, n int) []model.Resources {
+	if k <= 1 && coarse == 0 {
 		return d
 	}
-	out := make([]model.Resources, 0, min(len(d)*k, n))
-	skip := max(len(d)*k-n, 0)
+	rep := func(i int) int {
+		if i < coarse {
+			return kc
+		}
+		return k
+	}
+	steps := coarse*kc + (len(d)-coarse)*k
+	out := make([]model.Resources, 0, min(steps, n))
+	skip := max(steps-n, 0)
 	for i, r := range d {
-		for j := range k {
-			if i*k+j >= skip {
-				out = append(out, r)
+		for range rep(i) {
+			if skip > 0 {
+				skip--
+				continue
 			}
+			out = append(out, r)
 		}
 	}
 	return out

@@ -20,6 +20,7 @@ type fakeProm struct {
 	instant map[string][]fakeSeries // a substring of the query -> result
 	ranges  map[string][]fakeSeries
 	queries []string
+	encs    []string // each request's Accept-Encoding
 }
 
 type fakeSeries struct {
@@ -34,6 +35,7 @@ func (f *fakeProm) start(t *testing.T) string {
 		q := r.Form.Get("query")
 		f.mu.Lock()
 		f.queries = append(f.queries, q)
+		f.encs = append(f.encs, r.Header.Get("Accept-Encoding"))
 		table, typ := f.instant, "vector"
 		if strings.HasSuffix(r.URL.Path, "query_range") {
 			table, typ = f.ranges, "matrix"
@@ -52,8 +54,15 @@ func (f *fakeProm) start(t *testing.T) string {
 					e["value"] = []any{float64(time.Now().Unix()), strconv.FormatFloat(s.value, 'g', -1, 64)}
 				} else {
 					var vs []any
+					from, _ := strconv.ParseFloat(r.Form.Get("start"), 64)
+					to, _ := strconv.ParseFloat(r.Form.Get("end"), 64)
 					for _, p := range s.points {
-						vs = append(vs, []any{p[0], strconv.FormatFloat(p[1], 'g', -1, 64)})
+						if p[0] >= from && p[0] <= to { // the range asked, as Prometheus answers
+							vs = append(vs, []any{p[0], strconv.FormatFloat(p[1], 'g', -1, 64)})
+						}
+					}
+					if vs == nil {
+						continue
 					}
 					e["values"] = vs
 				}

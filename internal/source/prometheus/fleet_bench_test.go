@@ -42,15 +42,29 @@ func envInt(name string, def int) int {
 // the controller's default 1-minute interval, HEADROOM_PROM_STEP to change)
 // and one cycle's queries, with the CPU time Prometheus and this process spent
 // and their peak RSS. HEADROOM_PROM_DATA names another data directory;
-// HEADROOM_PROM_BACKFILL_POINTS overrides Config.BackfillPoints. It skips
+// HEADROOM_PROM_BACKFILL_POINTS and HEADROOM_PROM_BACKFILL_OLD_STEP override
+// Config.BackfillPoints and BackfillOldStep, HEADROOM_PROM_COMPRESS=1 sets
+// Compress. It skips
 // without HEADROOM_PROM_BENCH=1, without prometheus or without the data.
-func BenchmarkPrometheusFleet(b *testing.B) {
+// weekData is a running Prometheus on the week's data set.
+type weekData struct {
+	addr       string
+	pid        int
+	end        time.Time
+	nh, perVMs int
+	days       int
+	dir        string
+}
+
+// startWeek starts Prometheus on the data set (see BenchmarkPrometheusFleet),
+// or skips.
+func startWeek(tb testing.TB) weekData {
 	if os.Getenv("HEADROOM_PROM_BENCH") != "1" {
-		b.Skip("set HEADROOM_PROM_BENCH=1 (starts Prometheus on a prebuilt week of data; minutes)")
+		tb.Skip("set HEADROOM_PROM_BENCH=1 (starts Prometheus on a prebuilt week of data; minutes)")
 	}
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
-		b.Skip("prometheus not installed (scripts/install-deps.sh)")
+		tb.Skip("prometheus not installed (scripts/install-deps.sh)")
 	}
 	dir := os.Getenv("HEADROOM_PROM_DATA")
 	if dir == "" {
@@ -58,34 +72,27 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	}
 	eb, err := os.ReadFile(filepath.Join(dir, "end"))
 	if err != nil {
-		b.Skipf("no data set in %s: build it with (cd tools/promdata && go run . -out %s)", dir, dir)
+		tb.Skipf("no data set in %s: build it with (cd tools/promdata && go run . -out %s)", dir, dir)
 	}
 	var par struct{ Hosts, VMs, Days int }
 	pb, err := os.ReadFile(filepath.Join(dir, "params.json"))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := json.Unmarshal(pb, &par); err != nil {
-		b.Fatalf("%s/params.json: %v", dir, err)
+		tb.Fatalf("%s/params.json: %v", dir, err)
 	}
 	endUnix, err := strconv.ParseInt(strings.TrimSpace(string(eb)), 10, 64)
 	if err != nil {
-		b.Fatalf("%s/end: %v", dir, err)
+		tb.Fatalf("%s/end: %v", dir, err)
 	}
-	end := time.Unix(endUnix, 0)
-	nh, perHost := par.Hosts, par.VMs
-	step := time.Minute
-	if s, err := time.ParseDuration(os.Getenv("HEADROOM_PROM_STEP")); err == nil && s > 0 {
-		step = s
-	}
-
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	work := b.TempDir()
+	work := tb.TempDir()
 	os.WriteFile(filepath.Join(work, "prometheus.yml"), []byte("global: {scrape_interval: 1m}\n"), 0o644)
 	// Day blocks stay as written: no compaction into larger ones while the
 	// benchmark runs (max-block-duration), and no retention deletes them.
@@ -97,9 +104,9 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	// Prometheus dies with the benchmark even when it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() }()
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
 	for i := 0; ; i++ {
 		r, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil && r.StatusCode == 200 {
@@ -111,10 +118,22 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 		}
 		if i > 600 {
 			out, _ := os.ReadFile(filepath.Join(work, "prometheus.log"))
-			b.Fatalf("prometheus not ready after 5 min:\n%s", out)
+			tb.Fatalf("prometheus not ready after 5 min:\n%s", out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	return weekData{addr: addr, pid: cmd.Process.Pid, end: time.Unix(endUnix, 0), nh: par.Hosts, perVMs: par.VMs, days: par.Days, dir: dir}
+}
+
+func BenchmarkPrometheusFleet(b *testing.B) {
+	w := startWeek(b)
+	dir, end, nh, perHost := w.dir, w.end, w.nh, w.perVMs
+	par := struct{ Days int }{w.days}
+	step := time.Minute
+	if s, err := time.ParseDuration(os.Getenv("HEADROOM_PROM_STEP")); err == nil && s > 0 {
+		step = s
+	}
+	addr := w.addr
 
 	var hosts []hypervisor.Host
 	for h := range nh {
@@ -131,6 +150,10 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	// The preset and defaults: the data is scraped every minute, as the
 	// default 2m rate window expects.
 	cfg := Config{URL: "http://" + addr, Timeout: 5 * time.Minute, BackfillPoints: envInt("HEADROOM_PROM_BACKFILL_POINTS", 0)}
+	if d, err := time.ParseDuration(os.Getenv("HEADROOM_PROM_BACKFILL_OLD_STEP")); err == nil && d > 0 {
+		cfg.BackfillOldStep = d
+	}
+	cfg.Compress = os.Getenv("HEADROOM_PROM_COMPRESS") == "1"
 	src, err := New(cfg, Options{Now: func() time.Time { return end.Add(time.Second) }})
 	if err != nil {
 		b.Fatal(err)
@@ -141,13 +164,13 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	vms, _ := d.VMs(ctx)
 	// The controller's historyLen: a week at the interval plus 64.
 	n := int(7*24*time.Hour/step) + 64
-	b.Logf("data %s: %d hosts, %d VMs, %d days to %s; backfill %d points at %v (Prometheus read at %v), parallel %d, batch %d VMs",
+	b.Logf("data %s: %d hosts, %d VMs, %d days to %s; backfill %d points at %v (Prometheus read at %v, older than two days at %v), parallel %d, batch %d VMs",
 		dir, nh, nh*perHost, par.Days, end.UTC().Format(time.RFC3339), n, step,
-		step*time.Duration((n+src.cfg.BackfillPoints-1)/src.cfg.BackfillPoints), src.cfg.Parallel, src.cfg.BatchVMs)
+		step*time.Duration((n+src.cfg.BackfillPoints-1)/src.cfg.BackfillPoints), src.cfg.BackfillOldStep, src.cfg.Parallel, src.cfg.BatchVMs)
 	b.ResetTimer()
 	var fill, cycle time.Duration
 	var samples, got int
-	promCPU0, selfCPU0 := procCPU(cmd.Process.Pid), selfCPU()
+	promCPU0, selfCPU0 := procCPU(w.pid), selfCPU()
 	for b.Loop() {
 		t0 := time.Now()
 		var mu sync.Mutex
@@ -175,14 +198,14 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	promCPU, ownCPU := procCPU(cmd.Process.Pid)-promCPU0, selfCPU()-selfCPU0
+	promCPU, ownCPU := procCPU(w.pid)-promCPU0, selfCPU()-selfCPU0
 	b.ReportMetric(fill.Seconds()/float64(b.N), "s-backfill")
 	b.ReportMetric(cycle.Seconds()/float64(b.N), "s-cycle-queries")
 	b.ReportMetric(float64(got), "VMs-backfilled")
 	b.ReportMetric(float64(samples)/float64(max(got, 1)), "samples/VM")
 	b.ReportMetric(promCPU/float64(b.N), "s-prom-cpu/op")
 	b.ReportMetric(ownCPU/float64(b.N), "s-client-cpu/op")
-	b.ReportMetric(float64(procHWM(cmd.Process.Pid))/(1<<20), "MiB-prom-peak-rss")
+	b.ReportMetric(float64(procHWM(w.pid))/(1<<20), "MiB-prom-peak-rss")
 	b.ReportMetric(float64(procHWM(os.Getpid()))/(1<<20), "MiB-client-peak-rss")
 }
 

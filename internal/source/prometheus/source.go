@@ -60,6 +60,9 @@ func New(cfg Config, opt Options) (*Source, error) {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
+	if !cfg.Compress {
+		rt = identity{rt}
+	}
 	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: rt})
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -86,6 +89,18 @@ func New(cfg Config, opt Options) (*Source, error) {
 		}
 	}
 	return src, nil
+}
+
+// identity asks for uncompressed answers (see Config.Compress). Go's
+// transport otherwise asks for gzip on its own and inflates the answer.
+type identity struct{ rt http.RoundTripper }
+
+func (t identity) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Accept-Encoding") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Accept-Encoding", "identity")
+	}
+	return t.rt.RoundTrip(r)
 }
 
 // outerAgg matches a template that aggregates by exactly the VM and host
@@ -264,26 +279,40 @@ func (s *Source) instant(ctx context.Context, t *template.Template, v vars, at t
 	return vec, nil
 }
 
-// Points are one VM's history at a fixed step, oldest first: Start is the
-// first point's time. A point no query had is NaN in every field. In a
-// backfill, NetRxBps holds receive and transmit together (NetTxBps is NaN),
-// and DiskRdBps reads and writes.
+// Points are one VM's history, oldest first: Start is the first point's
+// time. The first Coarse points are CoarseStep apart, the rest Step apart
+// (history older than two days may be read coarser); a point stands
+// for its step, ending at its time. A point no query had is NaN in every
+// field. In a backfill, NetRxBps holds receive and transmit together
+// (NetTxBps is NaN), and DiskRdBps reads and writes.
 type Points struct {
-	Start time.Time
-	Step  time.Duration
-	R     []Reading
+	Start      time.Time
+	Step       time.Duration
+	R          []Reading
+	Coarse     int
+	CoarseStep time.Duration
 }
 
 // maxPoints keeps a range query under Prometheus' 11,000 points per series.
 const maxPoints = 10000
 
+// segment is one range of a backfill at one step: n points, the first at
+// start, stored from R[off].
+type segment struct {
+	start time.Time
+	step  time.Duration
+	n     int
+	off   int
+}
+
 // History reads the last n steps' history, ending one step before now (the
 // present is the caller's own sample), for the VMs on the given hosts (host
 // ID -> VM names). Past Config.BackfillPoints it reads at a multiple of step
-// (Points.Step), each point then standing for that many steps. It runs
-// batches of about BatchVMs VMs, Parallel at a time, and calls fn for each VM
-// once its batch is in; fn may be called from several goroutines at once. VMs
-// without any data are not reported.
+// (Points.Step), each point then standing for that many steps; history
+// older than two days may be read coarser still (Config.BackfillOldStep,
+// Points.CoarseStep). It runs batches of about BatchVMs VMs, Parallel at a
+// time, and calls fn for each VM once its batch is in; fn may be called from
+// several goroutines at once. VMs without any data are not reported.
 func (s *Source) History(ctx context.Context, hosts map[string][]string, step time.Duration, n int, fn func(Key, Points)) error {
 	if step <= 0 || n <= 0 {
 		return nil
@@ -292,9 +321,7 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	if !end.Before(s.now()) {
 		end = end.Add(-step)
 	}
-	k := (n + s.cfg.BackfillPoints - 1) / s.cfg.BackfillPoints
-	step, n = step*time.Duration(k), (n+k-1)/k
-	start := end.Add(-time.Duration(n-1) * step)
+	segs := s.segments(end, step, n)
 	ids := make([]string, 0, len(hosts))
 	for h := range hosts {
 		ids = append(ids, h)
@@ -314,8 +341,6 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	if len(cur) > 0 {
 		batches = append(batches, cur)
 	}
-	// rate() over the whole step: a point is the step's average.
-	window := max(s.cfg.RateWindow, step)
 	sem := make(chan struct{}, s.cfg.Parallel)
 	var (
 		wg   sync.WaitGroup
@@ -326,7 +351,7 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := s.batch(ctx, b, start, step, n, window, hosts, fn); err != nil {
+			if err := s.batch(ctx, b, segs, hosts, fn); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -335,6 +360,33 @@ func (s *Source) History(ctx context.Context, hosts map[string][]string, step ti
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// segments splits n steps ending at end into what a backfill reads: the
+// last day (or all of it) at step times k, k the smallest multiple that
+// keeps the n steps within BackfillPoints, and, when BackfillOldStep is
+// coarser than that, the older steps at BackfillOldStep (a multiple of
+// step). Oldest first.
+func (s *Source) segments(end time.Time, step time.Duration, n int) []segment {
+	k := (n + s.cfg.BackfillPoints - 1) / s.cfg.BackfillPoints
+	fine := step * time.Duration(k)
+	kc := max(int((s.cfg.BackfillOldStep+step/2)/step), k)
+	// The last two days stay fine: the forecast's daily lag reads the last
+	// day, and the blend learns its weights over the day before it (each
+	// sample's error against its own daily lag).
+	nFine := n // steps read at the fine step
+	if days := 2 * int((24*time.Hour+step-1)/step); kc > k && n > days {
+		nFine = days
+	}
+	pf := (nFine + k - 1) / k
+	fStart := end.Add(-time.Duration(pf-1) * fine)
+	if nFine == n {
+		return []segment{{fStart, fine, pf, 0}}
+	}
+	coarse := step * time.Duration(kc)
+	pc := (n - pf*k + kc - 1) / kc
+	cEnd := fStart.Add(-fine)
+	return []segment{{cEnd.Add(-time.Duration(pc-1) * coarse), coarse, pc, 0}, {fStart, fine, pf, pc}}
 }
 
 // bfQuery is one query of a backfill batch: its answer goes into slot,
@@ -399,8 +451,7 @@ func (s *Source) backfillQueries(v vars) ([]bfQuery, error) {
 	return out, nil
 }
 
-func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, step time.Duration, n int, window time.Duration,
-	hosts map[string][]string, fn func(Key, Points)) error {
+func (s *Source) batch(ctx context.Context, hostIDs []string, segs []segment, hosts map[string][]string, fn func(Key, Points)) error {
 	values := make([]string, len(hostIDs))
 	for i, h := range hostIDs {
 		values[i] = h
@@ -414,50 +465,61 @@ func (s *Source) batch(ctx context.Context, hostIDs []string, start time.Time, s
 			want[Key{vm, h}] = true
 		}
 	}
-	bqs, err := s.backfillQueries(s.vars(values, window))
-	if err != nil {
-		return err
-	}
+	last := segs[len(segs)-1]
+	total := last.off + last.n
 	got := map[Key][]Reading{}
-	startMs, stepMs := start.UnixMilli(), step.Milliseconds()
 	vmName, hostName := s.cfg.VMLabel, s.cfg.HostLabel
-	for _, bq := range bqs {
-		q, op, query := bq.slot, bq.op, bq.q
-		sink := func(lbl map[string]string) func(int64, float64) {
-			vm, h := lbl[vmName], lbl[hostName]
-			if vm == "" || h == "" {
-				return nil
-			}
-			k := Key{vm, s.cfg.hostID(h)}
-			if !want[k] {
-				return nil
-			}
-			rs := got[k]
-			if rs == nil {
-				rs = make([]Reading, n)
-				for i := range rs {
-					rs[i] = nanReading()
+	for _, sg := range segs {
+		// rate() over the whole step: a point is the step's average.
+		bqs, err := s.backfillQueries(s.vars(values, max(s.cfg.RateWindow, sg.step)))
+		if err != nil {
+			return err
+		}
+		startMs, stepMs := sg.start.UnixMilli(), sg.step.Milliseconds()
+		for _, bq := range bqs {
+			q, op, query := bq.slot, bq.op, bq.q
+			sink := func(lbl map[string]string) func(int64, float64) {
+				vm, h := lbl[vmName], lbl[hostName]
+				if vm == "" || h == "" {
+					return nil
 				}
-				got[k] = rs
+				k := Key{vm, s.cfg.hostID(h)}
+				if !want[k] {
+					return nil
+				}
+				rs := got[k]
+				if rs == nil {
+					rs = make([]Reading, total)
+					for i := range rs {
+						rs[i] = nanReading()
+					}
+					got[k] = rs
+				}
+				rs = rs[sg.off : sg.off+sg.n]
+				return func(ms int64, v float64) {
+					i := int((ms - startMs + stepMs/2) / stepMs)
+					if i >= 0 && i < len(rs) && ms+stepMs/2 >= startMs {
+						rs[i].combine(q, op, v)
+					}
+				}
 			}
-			return func(ms int64, v float64) {
-				i := int((ms - startMs + stepMs/2) / stepMs)
-				if i >= 0 && i < n && ms+stepMs/2 >= startMs {
-					rs[i].combine(q, op, v)
+			// Long histories go in pieces of maxPoints.
+			for off := 0; off < sg.n; off += maxPoints {
+				m := min(maxPoints, sg.n-off)
+				from := sg.start.Add(time.Duration(off) * sg.step)
+				if err := s.rangeQuery(ctx, query, from, from.Add(time.Duration(m-1)*sg.step), sg.step, sink); err != nil {
+					return fmt.Errorf("prometheus queries.%s (backfill): %w", queryField[q], err)
 				}
 			}
 		}
-		// Long histories go in pieces of maxPoints.
-		for off := 0; off < n; off += maxPoints {
-			m := min(maxPoints, n-off)
-			from := start.Add(time.Duration(off) * step)
-			if err := s.rangeQuery(ctx, query, from, from.Add(time.Duration(m-1)*step), step, sink); err != nil {
-				return fmt.Errorf("prometheus queries.%s (backfill): %w", queryField[q], err)
-			}
-		}
+	}
+	p := Points{Start: segs[0].start, Step: last.step}
+	if len(segs) > 1 {
+		p.Coarse, p.CoarseStep = segs[0].n, segs[0].step
 	}
 	for k, rs := range got {
-		fn(k, Points{Start: start, Step: step, R: rs})
+		p.R = rs
+		fn(k, p)
 	}
 	return nil
 }

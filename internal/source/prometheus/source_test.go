@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +167,100 @@ func TestBackfill(t *testing.T) {
 	}
 	if batched < 4 { // batches h1 and h2, each asking at least cpu and mem
 		t.Errorf("queries not batched by host: %q", f.queries)
+	}
+}
+
+// TestCompression: answers are asked for uncompressed unless Compress is
+// set (then Go's transport asks for gzip), for instant and range queries.
+func TestCompression(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		f := &fakeProm{instant: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), value: 1}}},
+			ranges: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), points: [][2]float64{{1_700_000_000, 1}}}}}}
+		src, err := New(Config{URL: f.start(t), Compress: compress}, Options{Now: func() time.Time { return time.Unix(1_700_000_030, 0) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.History(context.Background(), map[string][]string{"h1": {"a"}}, time.Minute, 4, func(Key, Points) {}); err != nil {
+			t.Fatal(err)
+		}
+		want := "identity"
+		if compress {
+			want = "gzip"
+		}
+		if len(f.encs) < 2 {
+			t.Fatalf("compress %v: %d requests", compress, len(f.encs))
+		}
+		for i, e := range f.encs {
+			if e != want {
+				t.Errorf("compress %v: request %d (%s) asked Accept-Encoding %q, want %q", compress, i, f.queries[i], e, want)
+			}
+		}
+	}
+}
+
+// TestBackfillOldCoarser: history older than two days is read at
+// BackfillOldStep, the last two days at the step, each point repeated for the
+// steps it stands for, and each part's rate() spans its own step.
+func TestBackfillOldCoarser(t *testing.T) {
+	step := 10 * time.Minute
+	now := time.Unix(1_700_000_000, 0).Truncate(step).Add(30 * time.Second)
+	end := now.Truncate(step)
+	const fine, n = 2 * 144, 2*144 + 6 // two days of 10-minute steps, and 6 older ones: two points at 30 minutes
+	var pts [][2]float64
+	for i := range fine {
+		pts = append(pts, [2]float64{float64(end.Add(-time.Duration(fine-1-i) * step).Unix()), 0.5})
+	}
+	cEnd := end.Add(-fine * step)
+	pts = append([][2]float64{{float64(cEnd.Add(-30 * time.Minute).Unix()), 1}, {float64(cEnd.Unix()), 2}}, pts...)
+	// A point between the coarse ones: not asked for, so not answered.
+	pts = append([][2]float64{{float64(cEnd.Add(-40 * time.Minute).Unix()), 3}}, pts...)
+	f := &fakeProm{ranges: map[string][]fakeSeries{cpuQ: {{labels: vmLabels("a", "h1"), points: pts}}}}
+	src, err := New(Config{URL: f.start(t), BackfillOldStep: 30 * time.Minute}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDriver(memCluster(t), src)
+	vms, err := d.VMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a []model.Resources
+	var mu sync.Mutex
+	if _, err := d.Backfill(context.Background(), vms, step, n, func(vm string, rs []model.Resources) {
+		mu.Lock()
+		defer mu.Unlock()
+		if vm == "a" {
+			a = rs
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != n {
+		t.Fatalf("a: %d points, want %d", len(a), n)
+	}
+	for i, x := range a {
+		want := 500.0 // 0.5 cores of 2 vCPUs, size 2000
+		switch {
+		case i < 3:
+			want = 1000
+		case i < 6:
+			want = 2000
+		}
+		if x.CPU != want {
+			t.Errorf("a[%d].CPU = %v, want %v", i, x.CPU, want)
+		}
+	}
+	var windows []string
+	for _, q := range f.queries {
+		if strings.Contains(q, cpuQ) {
+			windows = append(windows, q[strings.LastIndex(q, "["):])
+		}
+	}
+	if !slices.Contains(windows, "[1800s])") || !slices.Contains(windows, "[600s])") {
+		t.Errorf("cpu queries' windows %q, want 1800s and 600s", windows)
 	}
 }
 
