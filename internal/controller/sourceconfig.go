@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/headroom/headroom/internal/source/prometheus"
 )
@@ -17,10 +18,9 @@ type SourceConfig struct {
 
 // set reports whether the section says anything.
 func (s *SourceConfig) set() bool {
-	c := s.Config
-	return c.URL != "" || c.Preset != "" || c.Queries != (prometheus.Queries{}) || c.Matchers != "" || c.VMLabel != "" ||
-		c.HostLabel != "" || len(c.Hosts) > 0 || c.RateWindow != 0 || c.MaxAge != 0 || c.Timeout != 0 ||
-		c.WarmStart != nil || c.BatchVMs != 0 || c.Parallel != 0
+	// Any key given makes the section given, so a new key is validated without
+	// being listed here.
+	return !reflect.ValueOf(s.Config).IsZero()
 }
 
 // validate checks a section that is given; whether one is needed depends on

@@ -22,6 +22,8 @@ func TestSourceConfig(t *testing.T) {
 		"prometheus: {url: 'ftp://p'}\n":                  "c.yaml: prometheus.url:",
 		"prometheus: {url: 'http://p', rate_window: 1ms}": "c.yaml: prometheus.rate_window:",
 		"prometheus: {url: 'http://p', nope: 1}":          "c.yaml: yaml:",
+		// A section that gives only a key added later is still checked.
+		"prometheus: {backfill_old_step: -1h}": "c.yaml: prometheus.url: required",
 	} {
 		if _, err := Parse([]byte(base+in), "c.yaml"); err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", in, err, want)
