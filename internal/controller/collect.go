@@ -423,23 +423,31 @@ func (c *Controller) observe(snap *model.Snapshot, stats hypervisor.Stats) []mod
 	for _, vs := range stats.VMs {
 		measured[onHost{vs.VM, vs.Host}] = dirtyRate{vs.DirtyMiBps, vs.Interval > 0}
 	}
+	// The interval's samples are one batch of the engine's: its parts learn
+	// the fleet's prior together (Learn) before any VM forecasts, so forecasts
+	// do not depend on which part finished first.
+	var mu sync.Mutex
+	var parts []*forecast.Errors
+	var vms []*forecast.VM
+	if forecasting {
+		vms = make([]*forecast.VM, len(snap.VMs))
+	}
 	inParallel(len(snap.VMs), func(lo, hi int) {
 		if forecasting {
-			vms := make([]*forecast.VM, hi-lo)
 			var rated []*forecast.VM
 			var demand []model.Resources
 			for i := lo; i < hi; i++ {
-				vms[i-lo] = c.eng.VM(snap.VMs[i].ID)
+				vms[i] = c.eng.VM(snap.VMs[i].ID)
 				if len(snap.VMs[i].History) > 0 { // a sample with a rate behind it
-					rated = append(rated, vms[i-lo])
+					rated = append(rated, vms[i])
 					demand = append(demand, snap.VMs[i].Demand)
 				}
 			}
-			c.eng.ObserveBatch(rated, demand)
-			for i := lo; i < hi; i++ {
-				forecasts[i] = vms[i-lo].Forecast(steps, conf)
-				forecasts[i].Clamp(snap.VMs[i].Size)
-			}
+			errs := new(forecast.Errors)
+			c.eng.ObserveInto(errs, rated, demand)
+			mu.Lock()
+			parts = append(parts, errs)
+			mu.Unlock()
 		}
 		for _, v := range snap.VMs[lo:hi] {
 			if v.Host < 0 {
@@ -450,6 +458,15 @@ func (c *Controller) observe(snap *model.Snapshot, stats hypervisor.Stats) []mod
 			}
 		}
 	})
+	if forecasting {
+		c.eng.Learn(parts...)
+		inParallel(len(snap.VMs), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				forecasts[i] = vms[i].Forecast(steps, conf)
+				forecasts[i].Clamp(snap.VMs[i].Size)
+			}
+		})
+	}
 	return forecasts
 }
 

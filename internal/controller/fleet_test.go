@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/forecast"
 	"github.com/headroom/headroom/internal/hypervisor"
 	"github.com/headroom/headroom/internal/hypervisor/memory"
 	"github.com/headroom/headroom/internal/model"
@@ -163,12 +164,18 @@ func TestObserveInParallelMatchesSequential(t *testing.T) {
 			stats.VMs[i].DirtyMiBps = 64 * rng.Float64()
 		}
 		got := par.observe(&snap, stats)
-		for i, v := range snap.VMs {
-			vm := seq.eng.VM(v.ID)
+		// The sequential reference: the interval as one batch, in VM order.
+		var rated []*forecast.VM
+		var demand []model.Resources
+		for _, v := range snap.VMs {
 			if len(v.History) > 0 {
-				vm.ObserveAll(v.Demand)
+				rated = append(rated, seq.eng.VM(v.ID))
+				demand = append(demand, v.Demand)
 			}
-			want := vm.Forecast(steps, fp.Confidence())
+		}
+		seq.eng.ObserveBatch(rated, demand)
+		for i, v := range snap.VMs {
+			want := seq.eng.VM(v.ID).Forecast(steps, fp.Confidence())
 			want.Clamp(v.Size)
 			if !reflect.DeepEqual(got[i], want) {
 				t.Fatalf("cycle %d, VM %s: forecast %+v, want %+v", cycle, v.ID, got[i], want)

@@ -261,14 +261,31 @@ func (v *VM) ProbExceed(r model.Resource, x float64, steps int) float64 {
 // It is also where the fleet's prior on the blend's weights is learnt (see
 // pool): the batch's series add their errors to it, and it is published once
 // the batch is done, so no forecast of this batch uses this batch's samples.
-// Batches may run concurrently on disjoint VMs, as chunks of one interval.
+// A collector that observes one interval in concurrent parts uses
+// ObserveInto and Learn instead, so that the interval is still one batch.
 func (e *Engine) ObserveBatch(vms []*VM, d []model.Resources) {
+	var errs Errors
+	e.ObserveInto(&errs, vms, d)
+	e.Learn(&errs)
+}
+
+// Errors is what observed samples add to the fleet's prior, held back until
+// Learn. The zero value is empty; one Errors is not for concurrent use.
+type Errors struct {
+	acc [4]poolAcc
+	m   int
+}
+
+// ObserveInto is ObserveBatch with the batch's errors added to errs instead of
+// the fleet's prior. Concurrent calls on disjoint VMs, each with its own
+// Errors, followed by one Learn of them all, learn as one ObserveBatch of the
+// whole interval would, whatever the order the parts finish in.
+func (e *Engine) ObserveInto(errs *Errors, vms []*VM, d []model.Resources) {
 	const ahead = 2
 	var acc float32
-	pl := e.sh.pool
 	var pacc *[4]poolAcc
-	if pl != nil {
-		pacc = new([4]poolAcc)
+	if e.sh.pool != nil {
+		pacc = &errs.acc
 	}
 	m := 0
 	for i := range min(ahead, len(vms)) {
@@ -282,16 +299,34 @@ func (e *Engine) ObserveBatch(vms []*VM, d []model.Resources) {
 			m++
 		}
 	}
-	if pl != nil && m > 0 {
-		n := e.Len()
-		for r := range pacc {
-			pl.merge(r, &pacc[r], m, n)
-		}
-	}
+	errs.m += m
 	// Use the loads so that the compiler keeps them; the branch is never taken
 	// in practice and races with nothing.
 	if acc == 1e-38 {
 		runtime.KeepAlive(vms)
+	}
+}
+
+// Learn adds the errors of one interval's batches to the fleet's prior, as
+// one batch, and publishes it.
+func (e *Engine) Learn(parts ...*Errors) {
+	pl := e.sh.pool
+	if pl == nil {
+		return
+	}
+	var all Errors
+	for _, p := range parts {
+		for r := range all.acc {
+			all.acc[r].plus(&p.acc[r])
+		}
+		all.m += p.m
+	}
+	if all.m == 0 {
+		return
+	}
+	n := e.Len()
+	for r := range all.acc {
+		pl.merge(r, &all.acc[r], all.m, n)
 	}
 }
 

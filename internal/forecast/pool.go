@@ -17,12 +17,11 @@ import (
 // prior fades as a series' own errors accumulate (Bitbrains VMs are unlike
 // one another: a prior that keeps a fixed share made CPU and memory worse).
 //
-// P is accumulated in ObserveBatch, from each series' losses right after its
-// sample (while its slab is in cache: the blend computes r_k for its weights
-// anyway), and published once per batch. A forecast made at a sample
-// therefore uses a P of the fleet's samples before that batch (and, when
-// batches run concurrently, those of the batches that finished first): never
-// a later one. Observe and ObserveAll use P but do not add to it.
+// P is accumulated in ObserveBatch (or ObserveInto), from each series' losses
+// right after its sample (while its slab is in cache: the blend computes r_k
+// for its weights anyway), and published once per batch (Learn). A forecast
+// made at a sample therefore uses a P of the fleet's samples before that
+// batch: never a later one. Observe and ObserveAll use P but do not add to it.
 
 // maxGroups is groups(1024), the largest horizon's step groups.
 const maxGroups = 11
@@ -33,10 +32,17 @@ type priorTab struct {
 	n0 [maxGroups][nComp]float32 // samples of a series' own errors P_k is worth
 }
 
-// poolAcc sums one batch's relative excess losses, per group and component.
+// poolAcc sums one batch's relative excess losses, per group and component,
+// in fixed point (units of 2^-poolBits): integer sums do not depend on the
+// order of their terms, so parts of one interval observed concurrently and
+// summed (Learn) give the prior one sequential batch gives, bit for bit.
 type poolAcc struct {
-	sum, sq, cnt [maxGroups][nComp]float64
+	sum, sq, cnt [maxGroups][nComp]int64
 }
+
+// poolBits: r_k is in [0, 1], so 2^-30 is far finer than a float32 weight
+// resolves, and 2^33 terms fit in an int64 sum.
+const poolBits = 30
 
 func (a *poolAcc) add(g int, L []float32, best float32) {
 	inv := 1 / best
@@ -44,9 +50,23 @@ func (a *poolAcc) add(g int, L []float32, best float32) {
 	for k, l := range L[:nComp] {
 		if l < offLoss/2 { // a component not in the blend has no error to pool
 			r := float64(min((l-best)*inv, 1))
-			s[k] += r
-			q[k] += r * r
+			if !(r >= 0) {
+				continue
+			}
+			s[k] += int64(math.Ldexp(r, poolBits) + 0.5)
+			q[k] += int64(math.Ldexp(r*r, poolBits) + 0.5)
 			c[k]++
+		}
+	}
+}
+
+// plus adds b's sums to a's.
+func (a *poolAcc) plus(b *poolAcc) {
+	for g := range a.sum {
+		for k := range a.sum[g] {
+			a.sum[g][k] += b.sum[g][k]
+			a.sq[g][k] += b.sq[g][k]
+			a.cnt[g][k] += b.cnt[g][k]
 		}
 	}
 }
@@ -79,8 +99,7 @@ func newPool(p Params) *pool { return &pool{n0max: poolN0max(p)} }
 
 // merge adds a batch of m series' sums for resource r to the fleet's, out of
 // a fleet of n VMs, and publishes the new prior. Old sums decay by the share
-// of the fleet the batch covers, so that a whole-fleet batch replaces them and
-// concurrent chunks of one interval make a mean over about one interval.
+// of the fleet the batch covers, so that a whole-fleet batch replaces them.
 func (pl *pool) merge(r int, a *poolAcc, m, n int) {
 	if m == 0 {
 		return
@@ -91,9 +110,9 @@ func (pl *pool) merge(r int, a *poolAcc, m, n int) {
 	S, Q, C := &pl.sum[r], &pl.sq[r], &pl.cnt[r]
 	for g := range S {
 		for k := range S[g] {
-			S[g][k] = f*S[g][k] + a.sum[g][k]
-			Q[g][k] = f*Q[g][k] + a.sq[g][k]
-			C[g][k] = f*C[g][k] + a.cnt[g][k]
+			S[g][k] = f*S[g][k] + math.Ldexp(float64(a.sum[g][k]), -poolBits)
+			Q[g][k] = f*Q[g][k] + math.Ldexp(float64(a.sq[g][k]), -poolBits)
+			C[g][k] = f*C[g][k] + float64(a.cnt[g][k])
 		}
 	}
 	pl.publish(r)

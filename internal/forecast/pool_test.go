@@ -280,3 +280,44 @@ func TestPriorStrengthFollowsTheFleetsSpread(t *testing.T) {
 		t.Errorf("a component no series has: n0 = %v, want 0", got)
 	}
 }
+
+// One interval observed in parts (ObserveInto, in any order, then one Learn)
+// learns the prior one ObserveBatch of the whole interval learns, bit for bit:
+// the controller observes its fleet in concurrent parts.
+func TestPartsLearnAsOneBatch(t *testing.T) {
+	const n, steps = 40, 60
+	whole, _ := NewEngine(Config{})
+	parted, _ := NewEngine(Config{})
+	wv, d := poolFleet(whole, n)
+	pv, _ := poolFleet(parted, n)
+	rng := rand.New(rand.NewPCG(1, 2))
+	order := rand.New(rand.NewPCG(3, 4))
+	for st := range steps {
+		for i := range d {
+			d[i] = poolSample(rng, i, st)
+		}
+		whole.ObserveBatch(wv, d)
+		cuts := []int{0, order.IntN(n), order.IntN(n), n}
+		if cuts[1] > cuts[2] {
+			cuts[1], cuts[2] = cuts[2], cuts[1]
+		}
+		parts := make([]*Errors, 3)
+		for _, k := range order.Perm(3) {
+			parts[k] = new(Errors)
+			parted.ObserveInto(parts[k], pv[cuts[k]:cuts[k+1]], d[cuts[k]:cuts[k+1]])
+		}
+		order.Shuffle(3, func(a, b int) { parts[a], parts[b] = parts[b], parts[a] })
+		parted.Learn(parts...)
+		for i := range wv {
+			a, b := wv[i].Forecast(6, 0.9), pv[i].Forecast(6, 0.9)
+			if fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Fatalf("step %d, VM %d: parts forecast %v, one batch %v", st, i, b, a)
+			}
+		}
+	}
+	for r := range 4 {
+		if a, b := whole.sh.pool.tab[r].Load(), parted.sh.pool.tab[r].Load(); (a == nil) != (b == nil) || a != nil && *a != *b {
+			t.Fatalf("resource %d: the priors differ", r)
+		}
+	}
+}
