@@ -30,6 +30,10 @@ type State struct {
 	mom    [4][][]float64 // cached forecast moments per resource and host; nil entries are stale
 	steps  int
 	in     []int // VMs coming in, per host
+	// peak[r][h] is the largest PeakExcess of r among h's VMs, valid while
+	// peakOK[r][h]; kept like the moments, until h's VM list changes.
+	peak   [4][]float64
+	peakOK [4][]bool
 	zConf  float64
 	z      float64
 }
@@ -140,7 +144,36 @@ func (st *State) stale(h int) {
 		if st.mom[r] != nil {
 			st.mom[r][h] = nil
 		}
+		if st.peakOK[r] != nil {
+			st.peakOK[r][h] = false
+		}
 	}
+}
+
+// HostPeakExcess is the largest PeakExcess of r among the VMs on h (0 for an
+// empty host). It is summed once and kept until h's VM list changes, so the
+// peak rule costs a selection O(1) per host instead of a pass over its VMs.
+func (st *State) HostPeakExcess(r model.Resource, h int) float64 {
+	if st.peakOK[r] == nil {
+		st.peak[r] = make([]float64, len(st.Snap.Hosts))
+		st.peakOK[r] = make([]bool, len(st.Snap.Hosts))
+	}
+	if !st.peakOK[r][h] {
+		ex := 0.0
+		for _, x := range st.on[h] {
+			ex = max(ex, st.PeakExcess(r, x))
+		}
+		st.peak[r][h], st.peakOK[r][h] = ex, true
+	}
+	return st.peak[r][h]
+}
+
+// HostMoments is h's cached moments of r without any VM added, as HostMomentOf
+// reads them: the mean of step s at 2s and the variance at 2s+1. The slice is
+// valid until h's VM list changes; do not modify it.
+func (st *State) HostMoments(r model.Resource, h int) []float64 {
+	st.HostMomentOf(r, h, -1, 0) // fills the cache
+	return st.mom[r][h]
 }
 
 // Remove takes v off h, keeping the order of the rest.

@@ -358,26 +358,43 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 		}
 		return fmt.Sprintf("%s: no room now", r)
 	}
+	if c.vmFor != v {
+		c.prepare(v)
+	}
+	// The headroom scorers read the same bounds, so the pass also works out
+	// headroomOf (the same expressions in the same order) for a host that passes.
+	left, bind := 1.0, model.CPU
+	last := c.lastStep()
 	for _, r := range c.Resources {
 		cp := st.Snap.Hosts[h].Capacity.Get(r)
 		if cp <= 0 {
 			continue
 		}
 		limit := c.Limits.Get(r) * cp
-		for s := 0; s <= c.lastStep(); s++ {
-			mu, variance := c.withVM(r, h, v, s)
-			if b := mu + c.Z*math.Sqrt(variance); b > limit {
+		m := st.HostMoments(r, h)
+		vmMu, vmVar := c.vmMu[r][:last+1], c.vmVar[r][:last+1]
+		for s := range vmMu {
+			mu, variance := m[2*s]+vmMu[s], m[2*s+1]+vmVar[s]
+			sd := math.Sqrt(variance)
+			if b := mu + c.Z*sd; b > limit {
 				c.rejectedOn = r
 				if !c.explain {
 					return r.String() // only counted
 				}
 				return fmt.Sprintf("%s at step %d: bound %.0f > %.0f", r, s, b, limit)
 			}
+			if l := (cp - mu - c.Z*sd) / cp; l < left {
+				left, bind = l, r
+			}
 		}
 	}
 	if c.Peaks {
-		return c.rejectPeak(v, h)
+		if why := c.rejectPeak(v, h); why != "" {
+			return why
+		}
 	}
+	c.memoV, c.memoH = v, h
+	c.memo, c.memoR = max(left, 0), bind
 	return ""
 }
 
@@ -391,10 +408,7 @@ func (c *Context) rejectPeak(v, h int) string {
 			continue
 		}
 		now, _ := st.HostMomentOf(r, h, v, 0)
-		ex := st.PeakExcess(r, v)
-		for _, x := range st.VMs(h) {
-			ex = max(ex, st.PeakExcess(r, x))
-		}
+		ex := max(st.PeakExcess(r, v), st.HostPeakExcess(r, h))
 		if now+ex > cp {
 			c.rejectedOn = r
 			if !c.explain {
