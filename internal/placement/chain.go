@@ -46,6 +46,7 @@ type Context struct {
 	// The selected VM's moments per resource and step, the same against every host.
 	vmFor       int
 	vmMu, vmVar [4][]float64
+	vmPeak      [4]float64 // its PeakExcess per resource
 	// Empty hosts by class (see hostClass), fetched on the first selection.
 	classes []int32
 	nClass  int
@@ -407,8 +408,12 @@ func (c *Context) rejectPeak(v, h int) string {
 		if cp <= 0 {
 			continue
 		}
-		now, _ := st.HostMomentOf(r, h, v, 0)
-		ex := max(st.PeakExcess(r, v), st.HostPeakExcess(r, h))
+		if c.vmFor != v {
+			c.prepare(v)
+		}
+		// HostMomentOf(r, h, v, 0) and PeakExcess(r, v) from what prepare read.
+		now := st.HostMoments(r, h)[0] + c.vmMu[r][0]
+		ex := max(c.vmPeak[r], st.HostPeakExcess(r, h))
 		if now+ex > cp {
 			c.rejectedOn = r
 			if !c.explain {
@@ -439,6 +444,7 @@ func (c *Context) prepare(v int) {
 		for s := range n {
 			c.vmMu[r][s], c.vmVar[r][s] = c.St.VMMomentOf(r, v, s)
 		}
+		c.vmPeak[r] = c.St.PeakExcess(r, v)
 	}
 	c.vmFor = v
 }
