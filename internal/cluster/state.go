@@ -34,6 +34,7 @@ type State struct {
 	// peakOK[r][h]; kept like the moments, until h's VM list changes.
 	peak   [4][]float64
 	peakOK [4][]bool
+	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
 	zConf  float64
 	z      float64
 }
@@ -147,7 +148,43 @@ func (st *State) stale(h int) {
 		if st.peakOK[r] != nil {
 			st.peakOK[r][h] = false
 		}
+		if st.sum[r] != nil {
+			st.sum[r][h].ok = false
+		}
 	}
+}
+
+// HostSummary is what a placement check reads of a host's cached sums of one
+// resource most often, side by side in one place: the mean at step 0 (need now),
+// the largest PeakExcess among its VMs, and the moments at the step whose mean is
+// largest (the earliest such step). Each value is the one HostMoments and
+// HostPeakExcess give, so a check made on it gives what the same check made on
+// those gives.
+type HostSummary struct {
+	Mu0, Peak float64
+	WorstStep int
+	WorstMu   float64
+	WorstVar  float64
+	ok        bool
+}
+
+// Summary is h's HostSummary of r, kept until h's VM list changes.
+func (st *State) Summary(r model.Resource, h int) *HostSummary {
+	if st.sum[r] == nil {
+		st.sum[r] = make([]HostSummary, len(st.Snap.Hosts))
+	}
+	x := &st.sum[r][h]
+	if !x.ok {
+		m := st.HostMoments(r, h)
+		w := 0
+		for s := 1; 2*s < len(m); s++ {
+			if m[2*s] > m[2*w] {
+				w = s
+			}
+		}
+		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1], ok: true}
+	}
+	return x
 }
 
 // HostPeakExcess is the largest PeakExcess of r among the VMs on h (0 for an

@@ -49,6 +49,7 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 				h, r := rng.IntN(hosts), model.AllResources[rng.IntN(4)]
 				st.HostPeakExcess(r, h)
 				st.HostMoments(r, h)
+				st.Summary(r, h)
 			}
 			v := rng.IntN(vms)
 			if h := st.HostOf(v); h >= 0 {
@@ -66,6 +67,16 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 						t.Fatalf("trial %d op %d: host %d %s peak excess %g, recomputed %g", trial, op, h, r, got, want)
 					}
 					m := st.HostMoments(r, h)
+					w := 0
+					for s := 1; s <= steps; s++ {
+						if m[2*s] > m[2*w] {
+							w = s
+						}
+					}
+					sum := *st.Summary(r, h)
+					if sum.Mu0 != m[0] || sum.Peak != want || sum.WorstStep != w || sum.WorstMu != m[2*w] || sum.WorstVar != m[2*w+1] {
+						t.Fatalf("trial %d op %d: host %d %s summary %+v; moments %v, peak excess %g", trial, op, h, r, sum, m, want)
+					}
 					for s := 0; s <= steps; s++ {
 						mu, variance := 0.0, 0.0
 						for _, x := range st.VMs(h) {
