@@ -224,13 +224,18 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 		classes, n = c.hostClasses()
 		c.empty.reset(n)
 	}
-	for h := range c.St.Snap.Hosts {
-		var cand Candidate
-		if explain {
-			cand = Candidate{Host: h, HostID: c.St.Snap.Hosts[h].ID}
+	st := c.St
+	at := st.HostOf(v)
+	for h := range st.Snap.Hosts {
+		// Excluded hosts first: in consolidation most hosts are (every empty one).
+		if excluded != nil && excluded[h] {
+			if explain {
+				out = append(out, Candidate{Host: h, HostID: st.Snap.Hosts[h].ID, Rejected: "excluded", Reason: "source or being emptied"})
+			}
+			continue
 		}
 		class := int32(-1)
-		if classes != nil && len(c.St.VMs(h)) == 0 && (excluded == nil || !excluded[h]) {
+		if classes != nil && len(st.VMs(h)) == 0 {
 			class = classes[h]
 			if !c.empty.first(class) {
 				// Same fate as the first of its class: rejected by the same filter,
@@ -241,14 +246,11 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 				continue
 			}
 		}
-		if excluded != nil && excluded[h] {
-			if explain {
-				cand.Rejected, cand.Reason = "excluded", "source or being emptied"
-				out = append(out, cand)
-			}
-			continue
+		var cand Candidate
+		if explain {
+			cand = Candidate{Host: h, HostID: st.Snap.Hosts[h].ID}
 		}
-		if h == c.St.HostOf(v) {
+		if h == at {
 			if explain {
 				cand.Rejected, cand.Reason = "excluded", "the VM is already there"
 				out = append(out, cand)
