@@ -1,11 +1,13 @@
 package placement
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/headroom/headroom/internal/cluster"
 	"github.com/headroom/headroom/internal/model"
@@ -226,13 +228,26 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 	}
 	st := c.St
 	at := st.HostOf(v)
-	for h := range st.Snap.Hosts {
-		// Excluded hosts first: in consolidation most hosts are (every empty one).
+	n := len(st.Snap.Hosts)
+	var skip []byte
+	if excluded != nil && !explain {
+		// excluded as bytes (a bool is one byte, 0 or 1), so that a run of
+		// excluded hosts is passed over by one IndexByte.
+		skip = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(excluded))), len(excluded))[:n]
+	}
+	for h := 0; h < n; h++ {
+		// Excluded hosts first: in consolidation most hosts are (every empty
+		// one), and the one-host search excludes all others.
 		if excluded != nil && excluded[h] {
 			if explain {
 				out = append(out, Candidate{Host: h, HostID: st.Snap.Hosts[h].ID, Rejected: "excluded", Reason: "source or being emptied"})
+				continue
 			}
-			continue
+			j := bytes.IndexByte(skip[h:], 0)
+			if j < 0 {
+				break
+			}
+			h += j // the next host not excluded
 		}
 		class := int32(-1)
 		if classes != nil && len(st.VMs(h)) == 0 {
