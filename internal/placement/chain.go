@@ -229,12 +229,7 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 	st := c.St
 	at := st.HostOf(v)
 	n := len(st.Snap.Hosts)
-	var skip []byte
-	if excluded != nil && !explain {
-		// excluded as bytes (a bool is one byte, 0 or 1), so that a run of
-		// excluded hosts is passed over by one IndexByte.
-		skip = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(excluded))), len(excluded))[:n]
-	}
+	skip := excludedBytes(excluded, n)
 	for h := 0; h < n; h++ {
 		// Excluded hosts first: in consolidation most hosts are (every empty
 		// one), and the one-host search excludes all others.
@@ -448,6 +443,15 @@ func (c *Context) quickReject(v, h int) bool {
 		}
 	}
 	return false
+}
+
+// excludedBytes is excluded[:n] read as bytes (a bool is one byte, 0 or 1), so
+// that a run of excluded hosts is passed over by one bytes.IndexByte; nil for nil.
+func excludedBytes(excluded []bool, n int) []byte {
+	if excluded == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(excluded))), len(excluded))[:n]
 }
 
 // rejectPeak is the Peaks rule: the host's need now with v, plus the largest
