@@ -282,9 +282,14 @@ func (st *State) Suitable(v, h int) bool {
 // false and r the first of CPU (cores or scheduler), memory, network, disk that
 // does not fit. A capacity of 0 means unknown and never binds.
 func (st *State) NoRoom(v, h int) (r model.Resource, ok bool) {
+	return st.NoRoomFor(v, h, st.Need(v))
+}
+
+// NoRoomFor is NoRoom with v's Need already worked out (need must be Need(v)): a
+// selection asks it of every host for one VM.
+func (st *State) NoRoomFor(v, h int, need model.Resources) (r model.Resource, ok bool) {
 	vm := &st.Snap.VMs[v]
 	host := &st.Snap.Hosts[h]
-	need := st.Need(v)
 	if host.PEMIPS > 0 && need.CPU/float64(max(vm.VCPU, 1)) > host.PEMIPS {
 		return model.CPU, false
 	}

@@ -49,6 +49,7 @@ type Context struct {
 	vmFor       int
 	vmMu, vmVar [4][]float64
 	vmPeak      [4]float64 // its PeakExcess per resource
+	vmNeed      model.Resources
 	// Empty hosts by class (see hostClass), fetched on the first selection.
 	classes []int32
 	nClass  int
@@ -364,15 +365,15 @@ func (capacityFilter) Name() string { return "capacity" }
 
 func (capacityFilter) Reject(c *Context, v, h int) string {
 	st := c.St
-	if r, ok := st.NoRoom(v, h); !ok {
+	if c.vmFor != v {
+		c.prepare(v)
+	}
+	if r, ok := st.NoRoomFor(v, h, c.vmNeed); !ok {
 		c.rejectedOn = r
 		if !c.explain {
 			return r.String()
 		}
 		return fmt.Sprintf("%s: no room now", r)
-	}
-	if c.vmFor != v {
-		c.prepare(v)
 	}
 	if !c.explain && c.quickReject(v, h) {
 		return c.rejectedOn.String() // only counted
@@ -501,6 +502,7 @@ func (c *Context) prepare(v int) {
 		}
 		c.vmPeak[r] = c.St.PeakExcess(r, v)
 	}
+	c.vmNeed = c.St.Need(v)
 	c.vmFor = v
 }
 
