@@ -83,13 +83,11 @@ Policies: ` + core.PolicyNames + `.
 			if err != nil {
 				return err
 			}
-			var results []*sim.Result
-			for _, p := range pols {
-				r, err := sim.Run(w, p, sim.Options{Config: &cfg, Progress: progress(p.Name()), Rules: rs})
-				if err != nil {
-					return fmt.Errorf("simulate %s on %s: %w", p.Name(), w.Name, err)
-				}
-				results = append(results, r)
+			results, err := sim.RunAll(w, pols, func(p core.Policy) sim.Options {
+				return sim.Options{Config: &cfg, Progress: progress(p.Name()), Rules: rs}
+			})
+			if err != nil {
+				return err
 			}
 			if reportDir != "" {
 				path, err := writeSimReport(reportDir, w, results)

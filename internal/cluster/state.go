@@ -30,6 +30,11 @@ type State struct {
 	mom    [4][][]float64 // cached forecast moments per resource and host; nil entries are stale
 	steps  int
 	in     []int // VMs coming in, per host
+	// peak[r][h] is the largest PeakExcess of r among h's VMs, valid while
+	// peakOK[r][h]; kept like the moments, until h's VM list changes.
+	peak   [4][]float64
+	peakOK [4][]bool
+	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
 	zConf  float64
 	z      float64
 }
@@ -140,7 +145,72 @@ func (st *State) stale(h int) {
 		if st.mom[r] != nil {
 			st.mom[r][h] = nil
 		}
+		if st.peakOK[r] != nil {
+			st.peakOK[r][h] = false
+		}
+		if st.sum[r] != nil {
+			st.sum[r][h].ok = false
+		}
 	}
+}
+
+// HostSummary is what a placement check reads of a host's cached sums of one
+// resource most often, side by side in one place: the mean at step 0 (need now),
+// the largest PeakExcess among its VMs, and the moments at the step whose mean is
+// largest (the earliest such step). Each value is the one HostMoments and
+// HostPeakExcess give, so a check made on it gives what the same check made on
+// those gives.
+type HostSummary struct {
+	Mu0, Peak float64
+	WorstStep int
+	WorstMu   float64
+	WorstVar  float64
+	ok        bool
+}
+
+// Summary is h's HostSummary of r, kept until h's VM list changes.
+func (st *State) Summary(r model.Resource, h int) *HostSummary {
+	if st.sum[r] == nil {
+		st.sum[r] = make([]HostSummary, len(st.Snap.Hosts))
+	}
+	x := &st.sum[r][h]
+	if !x.ok {
+		m := st.HostMoments(r, h)
+		w := 0
+		for s := 1; 2*s < len(m); s++ {
+			if m[2*s] > m[2*w] {
+				w = s
+			}
+		}
+		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1], ok: true}
+	}
+	return x
+}
+
+// HostPeakExcess is the largest PeakExcess of r among the VMs on h (0 for an
+// empty host). It is summed once and kept until h's VM list changes, so the
+// peak rule costs a selection O(1) per host instead of a pass over its VMs.
+func (st *State) HostPeakExcess(r model.Resource, h int) float64 {
+	if st.peakOK[r] == nil {
+		st.peak[r] = make([]float64, len(st.Snap.Hosts))
+		st.peakOK[r] = make([]bool, len(st.Snap.Hosts))
+	}
+	if !st.peakOK[r][h] {
+		ex := 0.0
+		for _, x := range st.on[h] {
+			ex = max(ex, st.PeakExcess(r, x))
+		}
+		st.peak[r][h], st.peakOK[r][h] = ex, true
+	}
+	return st.peak[r][h]
+}
+
+// HostMoments is h's cached moments of r without any VM added, as HostMomentOf
+// reads them: the mean of step s at 2s and the variance at 2s+1. The slice is
+// valid until h's VM list changes; do not modify it.
+func (st *State) HostMoments(r model.Resource, h int) []float64 {
+	st.HostMomentOf(r, h, -1, 0) // fills the cache
+	return st.mom[r][h]
 }
 
 // Remove takes v off h, keeping the order of the rest.
@@ -212,9 +282,14 @@ func (st *State) Suitable(v, h int) bool {
 // false and r the first of CPU (cores or scheduler), memory, network, disk that
 // does not fit. A capacity of 0 means unknown and never binds.
 func (st *State) NoRoom(v, h int) (r model.Resource, ok bool) {
+	return st.NoRoomFor(v, h, st.Need(v))
+}
+
+// NoRoomFor is NoRoom with v's Need already worked out (need must be Need(v)): a
+// selection asks it of every host for one VM.
+func (st *State) NoRoomFor(v, h int, need model.Resources) (r model.Resource, ok bool) {
 	vm := &st.Snap.VMs[v]
 	host := &st.Snap.Hosts[h]
-	need := st.Need(v)
 	if host.PEMIPS > 0 && need.CPU/float64(max(vm.VCPU, 1)) > host.PEMIPS {
 		return model.CPU, false
 	}

@@ -1,11 +1,13 @@
 package placement
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/headroom/headroom/internal/cluster"
 	"github.com/headroom/headroom/internal/model"
@@ -46,6 +48,8 @@ type Context struct {
 	// The selected VM's moments per resource and step, the same against every host.
 	vmFor       int
 	vmMu, vmVar [4][]float64
+	vmPeak      [4]float64 // its PeakExcess per resource
+	vmNeed      model.Resources
 	// Empty hosts by class (see hostClass), fetched on the first selection.
 	classes []int32
 	nClass  int
@@ -223,13 +227,26 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 		classes, n = c.hostClasses()
 		c.empty.reset(n)
 	}
-	for h := range c.St.Snap.Hosts {
-		var cand Candidate
-		if explain {
-			cand = Candidate{Host: h, HostID: c.St.Snap.Hosts[h].ID}
+	st := c.St
+	at := st.HostOf(v)
+	n := len(st.Snap.Hosts)
+	skip := excludedBytes(excluded, n)
+	for h := 0; h < n; h++ {
+		// Excluded hosts first: in consolidation most hosts are (every empty
+		// one), and the one-host search excludes all others.
+		if excluded != nil && excluded[h] {
+			if explain {
+				out = append(out, Candidate{Host: h, HostID: st.Snap.Hosts[h].ID, Rejected: "excluded", Reason: "source or being emptied"})
+				continue
+			}
+			j := bytes.IndexByte(skip[h:], 0)
+			if j < 0 {
+				break
+			}
+			h += j // the next host not excluded
 		}
 		class := int32(-1)
-		if classes != nil && len(c.St.VMs(h)) == 0 && (excluded == nil || !excluded[h]) {
+		if classes != nil && len(st.VMs(h)) == 0 {
 			class = classes[h]
 			if !c.empty.first(class) {
 				// Same fate as the first of its class: rejected by the same filter,
@@ -240,14 +257,11 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 				continue
 			}
 		}
-		if excluded != nil && excluded[h] {
-			if explain {
-				cand.Rejected, cand.Reason = "excluded", "source or being emptied"
-				out = append(out, cand)
-			}
-			continue
+		var cand Candidate
+		if explain {
+			cand = Candidate{Host: h, HostID: st.Snap.Hosts[h].ID}
 		}
-		if h == c.St.HostOf(v) {
+		if h == at {
 			if explain {
 				cand.Rejected, cand.Reason = "excluded", "the VM is already there"
 				out = append(out, cand)
@@ -351,34 +365,94 @@ func (capacityFilter) Name() string { return "capacity" }
 
 func (capacityFilter) Reject(c *Context, v, h int) string {
 	st := c.St
-	if r, ok := st.NoRoom(v, h); !ok {
+	if c.vmFor != v {
+		c.prepare(v)
+	}
+	if r, ok := st.NoRoomFor(v, h, c.vmNeed); !ok {
 		c.rejectedOn = r
 		if !c.explain {
 			return r.String()
 		}
 		return fmt.Sprintf("%s: no room now", r)
 	}
+	if !c.explain && c.quickReject(v, h) {
+		return c.rejectedOn.String() // only counted
+	}
+	// The headroom scorers read the same bounds, so the pass also works out
+	// headroomOf (the same expressions in the same order) for a host that passes.
+	left, bind := 1.0, model.CPU
+	last := c.lastStep()
 	for _, r := range c.Resources {
 		cp := st.Snap.Hosts[h].Capacity.Get(r)
 		if cp <= 0 {
 			continue
 		}
 		limit := c.Limits.Get(r) * cp
-		for s := 0; s <= c.lastStep(); s++ {
-			mu, variance := c.withVM(r, h, v, s)
-			if b := mu + c.Z*math.Sqrt(variance); b > limit {
+		m := st.HostMoments(r, h)
+		vmMu, vmVar := c.vmMu[r][:last+1], c.vmVar[r][:last+1]
+		for s := range vmMu {
+			mu, variance := m[2*s]+vmMu[s], m[2*s+1]+vmVar[s]
+			sd := math.Sqrt(variance)
+			if b := mu + c.Z*sd; b > limit {
 				c.rejectedOn = r
 				if !c.explain {
 					return r.String() // only counted
 				}
 				return fmt.Sprintf("%s at step %d: bound %.0f > %.0f", r, s, b, limit)
 			}
+			if l := (cp - mu - c.Z*sd) / cp; l < left {
+				left, bind = l, r
+			}
 		}
 	}
 	if c.Peaks {
-		return c.rejectPeak(v, h)
+		if why := c.rejectPeak(v, h); why != "" {
+			return why
+		}
 	}
+	c.memoV, c.memoH = v, h
+	c.memo, c.memoR = max(left, 0), bind
 	return ""
+}
+
+// quickReject makes two of the capacity filter's checks, each exactly as the
+// full pass makes it, on the host's Summary alone: the peak rule, and the bound
+// at the step where the host's mean is largest. A host either fails there
+// (rejected, as the full pass would reject it) or goes on to the full pass. A
+// selection without explain only counts rejections, so which check rejects does
+// not matter; most rejected hosts of a large fleet are settled here without
+// reading their moments or their VMs.
+func (c *Context) quickReject(v, h int) bool {
+	st := c.St
+	last := c.lastStep()
+	for _, r := range c.Resources {
+		cp := st.Snap.Hosts[h].Capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		x := st.Summary(r, h)
+		if c.Peaks && x.Mu0+c.vmMu[r][0]+max(c.vmPeak[r], x.Peak) > cp {
+			c.rejectedOn = r
+			return true
+		}
+		if s := x.WorstStep; s <= last {
+			mu, variance := x.WorstMu+c.vmMu[r][s], x.WorstVar+c.vmVar[r][s]
+			if mu+c.Z*math.Sqrt(variance) > c.Limits.Get(r)*cp {
+				c.rejectedOn = r
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// excludedBytes is excluded[:n] read as bytes (a bool is one byte, 0 or 1), so
+// that a run of excluded hosts is passed over by one bytes.IndexByte; nil for nil.
+func excludedBytes(excluded []bool, n int) []byte {
+	if excluded == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(excluded))), len(excluded))[:n]
 }
 
 // rejectPeak is the Peaks rule: the host's need now with v, plus the largest
@@ -390,11 +464,12 @@ func (c *Context) rejectPeak(v, h int) string {
 		if cp <= 0 {
 			continue
 		}
-		now, _ := st.HostMomentOf(r, h, v, 0)
-		ex := st.PeakExcess(r, v)
-		for _, x := range st.VMs(h) {
-			ex = max(ex, st.PeakExcess(r, x))
+		if c.vmFor != v {
+			c.prepare(v)
 		}
+		// HostMomentOf(r, h, v, 0) and PeakExcess(r, v) from what prepare read.
+		now := st.HostMoments(r, h)[0] + c.vmMu[r][0]
+		ex := max(c.vmPeak[r], st.HostPeakExcess(r, h))
 		if now+ex > cp {
 			c.rejectedOn = r
 			if !c.explain {
@@ -425,7 +500,9 @@ func (c *Context) prepare(v int) {
 		for s := range n {
 			c.vmMu[r][s], c.vmVar[r][s] = c.St.VMMomentOf(r, v, s)
 		}
+		c.vmPeak[r] = c.St.PeakExcess(r, v)
 	}
+	c.vmNeed = c.St.Need(v)
 	c.vmFor = v
 }
 

@@ -3,6 +3,7 @@
 package placement
 
 import (
+	"bytes"
 	"math"
 
 	"github.com/headroom/headroom/internal/cluster"
@@ -45,9 +46,15 @@ func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) i
 		classes, n = hostClasses(st)
 		seen = make([]bool, n)
 	}
-	for h := range st.Snap.Hosts {
+	n := len(st.Snap.Hosts)
+	skip := excludedBytes(excluded, n)
+	for h := 0; h < n; h++ {
 		if excluded != nil && excluded[h] {
-			continue
+			j := bytes.IndexByte(skip[h:], 0)
+			if j < 0 {
+				break
+			}
+			h += j // the next host not excluded
 		}
 		if classes != nil && len(st.VMs(h)) == 0 {
 			if k := classes[h]; seen[k] {

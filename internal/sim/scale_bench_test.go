@@ -17,6 +17,8 @@ import (
 // prints wall seconds, VMs, hosts and the process's peak RSS. Factors come from
 // HEADROOM_SCALE (default "1,10"; 100 takes minutes) and policies from
 // HEADROOM_SCALE_POLICIES (default "headroom,lr-mmt-1.2", simulate's default run).
+// A sub-benchmark "side-by-side" then runs all the policies at once with RunAll,
+// as `simulate` without --policy does.
 // Peak RSS is the process's high-water mark so far, so it is the figure of the
 // largest run only when each factor runs in a process of its own (-bench with one
 // factor, or see the README (Fleet-scale benchmarks) for the commands).
@@ -46,6 +48,32 @@ func BenchmarkScale(b *testing.B) {
 		w, err := trace.Scale(day, n, 1)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if len(policies) > 1 {
+			b.Run(fmt.Sprintf("%dx/side-by-side", n), func(b *testing.B) {
+				var pols []core.Policy
+				for _, name := range policies {
+					pol, err := core.ParsePolicy(name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pols = append(pols, pol)
+				}
+				cfg := ConfigFor(w)
+				cfg.Hosts *= n
+				var rs []*Result
+				for b.Loop() {
+					if rs, err = RunAll(w, pols, func(core.Policy) Options { return Options{Config: &cfg} }); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var ru syscall.Rusage
+				syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+				b.ReportMetric(float64(ru.Maxrss)/(1<<20), "peak-rss-GiB")
+				for _, r := range rs {
+					fmt.Printf("scale %dx side by side %s: wall %.1f s, energy %.2f kWh, %d migrations\n", n, r.Policy, r.WallSeconds, r.EnergyKWh, r.Migrations)
+				}
+			})
 		}
 		for _, name := range policies {
 			b.Run(fmt.Sprintf("%dx/%s", n, name), func(b *testing.B) {
