@@ -77,6 +77,33 @@ func randomState(rng *rand.Rand) *cluster.State {
 	return st
 }
 
+// randomSelection draws a random fleet, a chain of the filters with random
+// scorer weights, exclusions (or none) and a context, for the tests that check
+// a quicker search against a full one.
+func randomSelection(t *testing.T, rng *rand.Rand, names []string) (*cluster.State, *Chain, []bool, *Context) {
+	t.Helper()
+	st := randomState(rng)
+	var ws []float64
+	for range names {
+		ws = append(ws, float64(rng.IntN(3))*0.5)
+	}
+	ch, err := NewChain([]string{"capacity", "anti-affinity", "affinity", "host-affinity"}, names, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var excl []bool
+	if rng.IntN(2) == 0 {
+		excl = make([]bool, len(st.Snap.Hosts))
+		for h := range excl {
+			excl[h] = rng.IntN(4) == 0
+		}
+	}
+	c := NewContext(st, policy.Z(0.5+0.49*rng.Float64()), 0.7+0.3*rng.Float64())
+	c.Resources = []model.Resource{model.CPU, model.Mem, model.Disk}[:1+rng.IntN(3)]
+	c.Peaks = rng.IntN(2) == 0
+	return st, ch, excl, c
+}
+
 // Looking at one empty host per class must choose the very host a scan of every
 // host chooses, with the same rejection counts, for any chain and exclusions.
 func TestSkippingEmptyHostsChoosesAsTheFullScan(t *testing.T) {
@@ -84,25 +111,7 @@ func TestSkippingEmptyHostsChoosesAsTheFullScan(t *testing.T) {
 	_, names := StepNames()
 	differ := 0
 	for i := range 3000 {
-		st := randomState(rng)
-		var ws []float64
-		for range names {
-			ws = append(ws, float64(rng.IntN(3))*0.5)
-		}
-		ch, err := NewChain([]string{"capacity", "anti-affinity", "affinity", "host-affinity"}, names, ws)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var excl []bool
-		if rng.IntN(2) == 0 {
-			excl = make([]bool, len(st.Snap.Hosts))
-			for h := range excl {
-				excl[h] = rng.IntN(4) == 0
-			}
-		}
-		c := NewContext(st, policy.Z(0.5+0.49*rng.Float64()), 0.7+0.3*rng.Float64())
-		c.Resources = []model.Resource{model.CPU, model.Mem, model.Disk}[:1+rng.IntN(3)]
-		c.Peaks = rng.IntN(2) == 0
+		st, ch, excl, c := randomSelection(t, rng, names)
 		ref := NewContext(st, c.Z, c.Target)
 		ref.Resources, ref.Peaks, ref.Limits = c.Resources, c.Peaks, c.Limits
 		pabfd := PABFD{Detector: policy.Threshold{T: 0.5 + 0.5*rng.Float64()}}

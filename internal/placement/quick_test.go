@@ -3,9 +3,6 @@ package placement
 import (
 	"math/rand/v2"
 	"testing"
-
-	"github.com/headroom/headroom/internal/model"
-	"github.com/headroom/headroom/internal/policy"
 )
 
 // A selection without explain settles hosts on per-host summaries (quickReject)
@@ -17,25 +14,7 @@ func TestQuickChecksChooseAsTheFullChecks(t *testing.T) {
 	_, names := StepNames()
 	found, quick := 0, 0
 	for i := range 2000 {
-		st := randomState(rng)
-		var ws []float64
-		for range names {
-			ws = append(ws, float64(rng.IntN(3))*0.5)
-		}
-		ch, err := NewChain([]string{"capacity", "anti-affinity", "affinity", "host-affinity"}, names, ws)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var excl []bool
-		if rng.IntN(2) == 0 {
-			excl = make([]bool, len(st.Snap.Hosts))
-			for h := range excl {
-				excl[h] = rng.IntN(4) == 0
-			}
-		}
-		c := NewContext(st, policy.Z(0.5+0.49*rng.Float64()), 0.7+0.3*rng.Float64())
-		c.Resources = []model.Resource{model.CPU, model.Mem, model.Disk}[:1+rng.IntN(3)]
-		c.Peaks = rng.IntN(2) == 0
+		st, ch, excl, c := randomSelection(t, rng, names)
 		if rng.IntN(3) == 0 {
 			c.Last = rng.IntN(3)
 		}
