@@ -135,18 +135,8 @@ func BenchmarkPrometheusFleet(b *testing.B) {
 	}
 	addr := w.addr
 
-	var hosts []hypervisor.Host
-	for h := range nh {
-		hosts = append(hosts, hypervisor.Host{ID: fmt.Sprintf("h%04d", h), PEs: 16, PEMIPS: 2000})
-	}
-	inner := memory.New(memory.Options{}, hosts...)
+	inner := memFleet(nh, perHost)
 	defer inner.Close()
-	for h := range nh {
-		for v := range perHost {
-			inner.AddVM(hypervisor.VM{ID: fmt.Sprintf("vm%04d-%d", h, v), Host: hosts[h].ID, State: hypervisor.StateRunning, VCPUs: 2,
-				MemMiB: 4096, Size: model.Resources{CPU: 4000, Mem: 4096}}, memory.Usage{})
-		}
-	}
 	// The preset and defaults: the data is scraped every minute, as the
 	// default 2m rate window expects.
 	cfg := Config{URL: "http://" + addr, Timeout: 5 * time.Minute, BackfillPoints: envInt("HEADROOM_PROM_BACKFILL_POINTS", 0)}
@@ -246,4 +236,21 @@ func firstOf(m map[string]string) string {
 		return k + ": " + v
 	}
 	return ""
+}
+
+// memFleet is the data set's fleet in the in-memory driver: nh 16-core hosts
+// h0000.., perHost 2-vCPU VMs each, named as tools/promdata names them.
+func memFleet(nh, perHost int) *memory.Driver {
+	var hosts []hypervisor.Host
+	for h := range nh {
+		hosts = append(hosts, hypervisor.Host{ID: fmt.Sprintf("h%04d", h), PEs: 16, PEMIPS: 2000})
+	}
+	d := memory.New(memory.Options{}, hosts...)
+	for h := range nh {
+		for v := range perHost {
+			d.AddVM(hypervisor.VM{ID: fmt.Sprintf("vm%04d-%d", h, v), Host: hosts[h].ID, State: hypervisor.StateRunning, VCPUs: 2,
+				MemMiB: 4096, Size: model.Resources{CPU: 4000, Mem: 4096}}, memory.Usage{})
+		}
+	}
+	return d
 }

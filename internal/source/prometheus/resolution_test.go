@@ -10,8 +10,6 @@ import (
 
 	"github.com/headroom/headroom/internal/core"
 	"github.com/headroom/headroom/internal/forecast"
-	"github.com/headroom/headroom/internal/hypervisor"
-	"github.com/headroom/headroom/internal/hypervisor/memory"
 	"github.com/headroom/headroom/internal/model"
 )
 
@@ -47,18 +45,8 @@ func TestBackfillResolution(t *testing.T) {
 	}
 	step := time.Minute
 	H, conf := fp.HorizonSteps(step.Seconds()), fp.Confidence()
-	var hosts []hypervisor.Host
-	for h := range nh {
-		hosts = append(hosts, hypervisor.Host{ID: fmt.Sprintf("h%04d", h), PEs: 16, PEMIPS: 2000})
-	}
-	inner := memory.New(memory.Options{}, hosts...)
+	inner := memFleet(nh, w.perVMs)
 	defer inner.Close()
-	for h := range nh {
-		for v := range w.perVMs {
-			inner.AddVM(hypervisor.VM{ID: fmt.Sprintf("vm%04d-%d", h, v), Host: hosts[h].ID, State: hypervisor.StateRunning, VCPUs: 2,
-				MemMiB: 4096, Size: model.Resources{CPU: 4000, Mem: 4096}}, memory.Usage{})
-		}
-	}
 	ctx := context.Background()
 	vms, err := inner.VMs(ctx)
 	if err != nil {
