@@ -19,7 +19,10 @@ type Headroom struct {
 	PolicyName string
 	Cfg        policy.HeadroomConfig
 	chain      *placement.Chain
-	resources  []model.Resource
+	// consolidate ranks consolidation's targets: chain, unless
+	// underload.scorers gives consolidation its own scorers.
+	consolidate *placement.Chain
+	resources   []model.Resource
 }
 
 // NewHeadroom checks cfg and builds its placement chain.
@@ -36,7 +39,17 @@ func NewHeadroom(name string, cfg policy.HeadroomConfig) (*Headroom, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Headroom{PolicyName: name, Cfg: cfg, chain: ch, resources: cfg.ResourceList()}, nil
+	cons := ch
+	if us := cfg.Underload.Scorers; len(us) > 0 {
+		names, weights := make([]string, len(us)), make([]float64, len(us))
+		for i, s := range us {
+			names[i], weights[i] = s.Name, s.Weight
+		}
+		if cons, err = placement.NewChain(cfg.Placement.Filters, names, weights); err != nil {
+			return nil, fmt.Errorf("underload.scorers: %w", err)
+		}
+	}
+	return &Headroom{PolicyName: name, Cfg: cfg, chain: ch, consolidate: cons, resources: cfg.ResourceList()}, nil
 }
 
 func (p *Headroom) Name() string { return p.PolicyName }

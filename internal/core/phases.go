@@ -354,7 +354,7 @@ func (c *cycle) underload() {
 		var placed []mv
 		cost := 0.0
 		for _, v := range vms {
-			t, cands := c.p.chain.Select(uctx, v, mp.exclude(v, emptying), c.explain)
+			t, cands := c.p.consolidate.Select(uctx, v, mp.exclude(v, emptying), c.explain)
 			if t < 0 {
 				ok = false
 				break

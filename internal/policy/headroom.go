@@ -53,6 +53,13 @@ type UnderloadTrigger struct {
 	// its VMs to return to its peak of the last week. Consolidation is optional work,
 	// so it takes no risk a VM has already shown; off trades that for energy.
 	RoomForPeaks bool `yaml:"room_for_peaks"`
+	// Scorers, when given, rank consolidation's targets in place of
+	// placement.scorers (the filters stay placement's). Consolidation is optional
+	// work done for energy alone, so an operator may rank its targets by fit alone,
+	// e.g. [{packing, 1}, {affinity, 1}], leaving room and link sharing
+	// (headroom, migration-cost) to overload relief. Default: none, which is
+	// placement.scorers.
+	Scorers []WeightedStep `yaml:"scorers"`
 }
 
 // LeadTime: act on a predicted breach only when waiting for the next cycle would let

@@ -106,3 +106,18 @@ func TestResourceConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// underload.scorers is read from YAML; without it consolidation has none of its own.
+func TestUnderloadScorersParse(t *testing.T) {
+	if c := DefaultHeadroom(); c.Underload.Scorers != nil {
+		t.Errorf("default underload.scorers %v, want none (placement's)", c.Underload.Scorers)
+	}
+	c, err := ParseHeadroom([]byte("underload:\n  scorers:\n    - {name: packing, weight: 1}\n    - {name: affinity, weight: 1}\n"), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []WeightedStep{{"packing", 1}, {"affinity", 1}}
+	if !reflect.DeepEqual(c.Underload.Scorers, want) {
+		t.Errorf("underload.scorers %v, want %v", c.Underload.Scorers, want)
+	}
+}
