@@ -165,7 +165,11 @@ type HostSummary struct {
 	WorstStep int
 	WorstMu   float64
 	WorstVar  float64
-	ok        bool
+	// MaxMu and MaxVar are the largest mean and the largest variance over all
+	// steps (not necessarily at one step): with the VM's own largest ones they
+	// bound every step's bound from above, and so its room from below.
+	MaxMu, MaxVar float64
+	ok            bool
 }
 
 // Summary is h's HostSummary of r, kept until h's VM list changes.
@@ -176,13 +180,15 @@ func (st *State) Summary(r model.Resource, h int) *HostSummary {
 	x := &st.sum[r][h]
 	if !x.ok {
 		m := st.HostMoments(r, h)
-		w := 0
+		w, maxVar := 0, m[1]
 		for s := 1; 2*s < len(m); s++ {
 			if m[2*s] > m[2*w] {
 				w = s
 			}
+			maxVar = max(maxVar, m[2*s+1])
 		}
-		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1], ok: true}
+		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1],
+			MaxMu: m[2*w], MaxVar: maxVar, ok: true}
 	}
 	return x
 }

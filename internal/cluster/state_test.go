@@ -68,13 +68,16 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 					}
 					m := st.HostMoments(r, h)
 					w := 0
+					maxMu, maxVar := m[0], m[1]
 					for s := 1; s <= steps; s++ {
 						if m[2*s] > m[2*w] {
 							w = s
 						}
+						maxMu, maxVar = max(maxMu, m[2*s]), max(maxVar, m[2*s+1])
 					}
 					sum := *st.Summary(r, h)
-					if sum.Mu0 != m[0] || sum.Peak != want || sum.WorstStep != w || sum.WorstMu != m[2*w] || sum.WorstVar != m[2*w+1] {
+					if sum.Mu0 != m[0] || sum.Peak != want || sum.WorstStep != w || sum.WorstMu != m[2*w] || sum.WorstVar != m[2*w+1] ||
+						sum.MaxMu != maxMu || sum.MaxVar != maxVar {
 						t.Fatalf("trial %d op %d: host %d %s summary %+v; moments %v, peak excess %g", trial, op, h, r, sum, m, want)
 					}
 					for s := 0; s <= steps; s++ {
