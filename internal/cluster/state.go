@@ -35,6 +35,9 @@ type State struct {
 	peak   [4][]float64
 	peakOK [4][]bool
 	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
+	// inUse[h] is InUse(h), valid while inUseOK[h]; kept until h's VM list changes.
+	inUse   []float64
+	inUseOK []bool
 	zConf  float64
 	z      float64
 }
@@ -141,6 +144,9 @@ func (st *State) Add(v, h int) {
 
 func (st *State) stale(h int) {
 	st.hist[h] = nil
+	if st.inUseOK != nil {
+		st.inUseOK[h] = false
+	}
 	for r := range st.mom {
 		if st.mom[r] != nil {
 			st.mom[r][h] = nil
@@ -256,6 +262,19 @@ func (st *State) Available(h int) float64 {
 // InUse is the CPU the VMs on h use, counting a migrating-in VM in full because it
 // will run there once the copy ends.
 func (st *State) InUse(h int) float64 {
+	if st.inUseOK == nil {
+		st.inUse = make([]float64, len(st.Snap.Hosts))
+		st.inUseOK = make([]bool, len(st.Snap.Hosts))
+	}
+	if !st.inUseOK[h] {
+		st.inUse[h], st.inUseOK[h] = st.inUseOf(h), true
+	}
+	return st.inUse[h]
+}
+
+// inUseOf sums InUse afresh; InUse keeps it until h's VM list changes, since
+// CloudSim's best fit asks it of every host for every VM it places.
+func (st *State) inUseOf(h int) float64 {
 	c := st.Snap.Hosts[h].Capacity.CPU
 	if st.alloc[h] <= c {
 		u := 0.0

@@ -50,6 +50,7 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 				st.HostPeakExcess(r, h)
 				st.HostMoments(r, h)
 				st.Summary(r, h)
+				st.InUse(h)
 			}
 			v := rng.IntN(vms)
 			if h := st.HostOf(v); h >= 0 {
@@ -58,6 +59,9 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 				st.Add(v, rng.IntN(hosts))
 			}
 			for h := range hosts {
+				if got, want := st.InUse(h), st.inUseOf(h); got != want {
+					t.Fatalf("trial %d op %d: host %d CPU in use %g, recomputed %g", trial, op, h, got, want)
+				}
 				for _, r := range model.AllResources {
 					want := 0.0
 					for _, x := range st.VMs(h) {
