@@ -35,11 +35,14 @@ type State struct {
 	peak   [4][]float64
 	peakOK [4][]bool
 	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
+	// changes lists the hosts whose VM lists changed, in order, once tracking.
+	changes  []int32
+	tracking bool
 	// inUse[h] is InUse(h), valid while inUseOK[h]; kept until h's VM list changes.
 	inUse   []float64
 	inUseOK []bool
-	zConf  float64
-	z      float64
+	zConf   float64
+	z       float64
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -143,6 +146,9 @@ func (st *State) Add(v, h int) {
 }
 
 func (st *State) stale(h int) {
+	if st.tracking {
+		st.changes = append(st.changes, int32(h))
+	}
 	st.hist[h] = nil
 	if st.inUseOK != nil {
 		st.inUseOK[h] = false
@@ -159,6 +165,18 @@ func (st *State) stale(h int) {
 		}
 	}
 }
+
+// TrackChanges starts listing, for Changes, the hosts whose VM lists change,
+// and returns how long the list is now: an index kept beside the State re-files
+// the hosts listed after that.
+func (st *State) TrackChanges() int {
+	st.tracking = true
+	return len(st.changes)
+}
+
+// Changes is the list TrackChanges started: every host whose VM list changed
+// since, in order, once per change. Do not modify.
+func (st *State) Changes() []int32 { return st.changes }
 
 // HostSummary is what a placement check reads of a host's cached sums of one
 // resource most often, side by side in one place: the mean at step 0 (need now),
