@@ -44,6 +44,11 @@ type PABFDIndex struct {
 	buckets [][]int32
 	always  []int32
 	empty   [][]int32 // per class, the empty hosts not excluded, by index
+	// The classes with an empty host not excluded, and each one's place in it:
+	// classes include the measured utilisation, so there are about as many as
+	// running hosts, and a search must not pass over them all.
+	emptyClasses []int32
+	emptyPos     []int32
 
 	order []bucketBound
 	// plain: some host's power curve, utilisation or capacity is not a number,
@@ -82,7 +87,7 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 	info.pabfd(st)
 	ix := &PABFDIndex{st: st, det: det, info: info, seen: st.TrackChanges(),
 		excl: make([]bool, n), kind: make([]uint8, n), pos: make([]int32, n), buck: make([]int32, n), grp: make([]int32, n),
-		empty: make([][]int32, info.n)}
+		empty: make([][]int32, info.n), emptyPos: make([]int32, info.n)}
 	if excluded != nil {
 		copy(ix.excl, excluded)
 	}
@@ -159,6 +164,10 @@ func (ix *PABFDIndex) add(h int) {
 		l := ix.empty[k]
 		i, _ := slices.BinarySearch(l, int32(h))
 		ix.empty[k] = slices.Insert(l, i, int32(h))
+		if len(l) == 0 {
+			ix.emptyPos[k] = int32(len(ix.emptyClasses))
+			ix.emptyClasses = append(ix.emptyClasses, k)
+		}
 		ix.kind[h] = kindEmpty
 		return
 	}
@@ -186,6 +195,9 @@ func (ix *PABFDIndex) remove(h int) {
 		k := ix.info.ids[h]
 		if i, ok := slices.BinarySearch(ix.empty[k], int32(h)); ok {
 			ix.empty[k] = slices.Delete(ix.empty[k], i, i+1)
+			if len(ix.empty[k]) == 0 {
+				ix.emptyClasses = swapRemove(ix.emptyClasses, ix.emptyPos, int(k))
+			}
 		}
 	case kindAlways:
 		ix.always = swapRemove(ix.always, ix.pos, h)
@@ -233,10 +245,8 @@ func (ix *PABFDIndex) Find(v int) int {
 		}
 		best, bestDelta = h, d
 	}
-	for _, l := range ix.empty {
-		if len(l) > 0 {
-			try(int(l[0]))
-		}
+	for _, k := range ix.emptyClasses {
+		try(int(ix.empty[k][0]))
 	}
 	for _, h := range ix.always {
 		try(int(h))
