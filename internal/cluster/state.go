@@ -35,6 +35,10 @@ type State struct {
 	peak   [4][]float64
 	peakOK [4][]bool
 	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
+	// Aux is a slot for an index a caller keeps beside this State (core's
+	// CloudSim placement keeps its PABFD index there); it lives as long as the
+	// State does.
+	Aux any
 	// changes lists the hosts whose VM lists changed, in order, once tracking.
 	changes  []int32
 	tracking bool

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/headroom/headroom/internal/cluster"
 	"github.com/headroom/headroom/internal/model"
@@ -18,24 +17,25 @@ import (
 type Consolidation struct {
 	PolicyName string
 	Detector   policy.Detector
+}
 
-	// The index Place searches, for the State it indexes: the initial placement
-	// places every VM on one State.
-	mu      sync.Mutex
-	placeSt *cluster.State
-	placeIx *placement.PABFDIndex
+// placeIndex is the index Place searches, kept in the State it indexes (the
+// initial placement places every VM on one State), so it goes with the State.
+type placeIndex struct {
+	owner *Consolidation
+	ix    *placement.PABFDIndex
 }
 
 func (c *Consolidation) Name() string { return c.PolicyName }
 
 // Place is PABFD.Find with no host excluded, through an index kept for st.
 func (c *Consolidation) Place(st *cluster.State, v int) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.placeSt != st {
-		c.placeSt, c.placeIx = st, placement.NewPABFDIndex(st, c.Detector, nil)
+	p, ok := st.Aux.(*placeIndex)
+	if !ok || p.owner != c {
+		p = &placeIndex{c, placement.NewPABFDIndex(st, c.Detector, nil)}
+		st.Aux = p
 	}
-	return c.placeIx.Find(v)
+	return p.ix.Find(v)
 }
 
 func (c *Consolidation) Plan(in Input) Plan {
