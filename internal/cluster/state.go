@@ -35,6 +35,10 @@ type State struct {
 	peak   [4][]float64
 	peakOK [4][]bool
 	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
+	// Per VM, side by side: its own migration estimate and its memory size,
+	// which MigrationSeconds reads for every VM of a host on every detector run
+	// of CloudSim's best fit; reading them from the VM records missed the cache.
+	vmMigSecs, vmMem []float64
 	// Aux is a slot for an index a caller keeps beside this State (core's
 	// CloudSim placement keeps its PABFD index there); it lives as long as the
 	// State does.
@@ -63,7 +67,9 @@ func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
 		in:        make([]int, len(s.Hosts)),
 	}
 	st.steps = countSteps(st)
+	st.vmMigSecs, st.vmMem = make([]float64, len(s.VMs)), make([]float64, len(s.VMs))
 	for i := range st.where {
+		st.vmMigSecs[i], st.vmMem[i] = s.VMs[i].MigrationSeconds, s.VMs[i].Size.Mem
 		st.where[i] = -1
 		if n := len(s.VMs[i].History); n > st.maxLen {
 			st.maxLen = n
@@ -408,12 +414,12 @@ func (st *State) histBuf(n int) []float64 {
 // memory at half of h's network capacity (the other half carries the VMs' own
 // traffic; CloudSim's rule). Memory in MB, network in KB/s.
 func (st *State) MigrationSeconds(v, h int) float64 {
-	if s := st.Snap.VMs[v].MigrationSeconds; s > 0 {
+	if s := st.vmMigSecs[v]; s > 0 {
 		return s
 	}
 	bw := st.Snap.Hosts[h].Capacity.Net / 2 / 1000
 	if bw <= 0 {
 		return 0
 	}
-	return st.Snap.VMs[v].Size.Mem / bw
+	return st.vmMem[v] / bw
 }
