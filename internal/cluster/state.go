@@ -35,8 +35,22 @@ type State struct {
 	peak   [4][]float64
 	peakOK [4][]bool
 	sum    [4][]HostSummary // per resource and host; entries with !ok are stale
-	zConf  float64
-	z      float64
+	// Per VM, side by side: its own migration estimate and its memory size,
+	// which MigrationSeconds reads for every VM of a host on every detector run
+	// of CloudSim's best fit; reading them from the VM records missed the cache.
+	vmMigSecs, vmMem []float64
+	// Aux is a slot for an index a caller keeps beside this State (core's
+	// CloudSim placement keeps its PABFD index there); it lives as long as the
+	// State does.
+	Aux any
+	// changes lists the hosts whose VM lists changed, in order, once tracking.
+	changes  []int32
+	tracking bool
+	// inUse[h] is InUse(h), valid while inUseOK[h]; kept until h's VM list changes.
+	inUse   []float64
+	inUseOK []bool
+	zConf   float64
+	z       float64
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -53,7 +67,9 @@ func New(s *model.Snapshot, forecasts []model.ResourceForecast) *State {
 		in:        make([]int, len(s.Hosts)),
 	}
 	st.steps = countSteps(st)
+	st.vmMigSecs, st.vmMem = make([]float64, len(s.VMs)), make([]float64, len(s.VMs))
 	for i := range st.where {
+		st.vmMigSecs[i], st.vmMem[i] = s.VMs[i].MigrationSeconds, s.VMs[i].Size.Mem
 		st.where[i] = -1
 		if n := len(s.VMs[i].History); n > st.maxLen {
 			st.maxLen = n
@@ -140,7 +156,13 @@ func (st *State) Add(v, h int) {
 }
 
 func (st *State) stale(h int) {
+	if st.tracking {
+		st.changes = append(st.changes, int32(h))
+	}
 	st.hist[h] = nil
+	if st.inUseOK != nil {
+		st.inUseOK[h] = false
+	}
 	for r := range st.mom {
 		if st.mom[r] != nil {
 			st.mom[r][h] = nil
@@ -154,6 +176,18 @@ func (st *State) stale(h int) {
 	}
 }
 
+// TrackChanges starts listing, for Changes, the hosts whose VM lists change,
+// and returns how long the list is now: an index kept beside the State re-files
+// the hosts listed after that.
+func (st *State) TrackChanges() int {
+	st.tracking = true
+	return len(st.changes)
+}
+
+// Changes is the list TrackChanges started: every host whose VM list changed
+// since, in order, once per change. Do not modify.
+func (st *State) Changes() []int32 { return st.changes }
+
 // HostSummary is what a placement check reads of a host's cached sums of one
 // resource most often, side by side in one place: the mean at step 0 (need now),
 // the largest PeakExcess among its VMs, and the moments at the step whose mean is
@@ -165,7 +199,11 @@ type HostSummary struct {
 	WorstStep int
 	WorstMu   float64
 	WorstVar  float64
-	ok        bool
+	// MaxMu and MaxVar are the largest mean and the largest variance over all
+	// steps (not necessarily at one step): with the VM's own largest ones they
+	// bound every step's bound from above, and so its room from below.
+	MaxMu, MaxVar float64
+	ok            bool
 }
 
 // Summary is h's HostSummary of r, kept until h's VM list changes.
@@ -176,13 +214,15 @@ func (st *State) Summary(r model.Resource, h int) *HostSummary {
 	x := &st.sum[r][h]
 	if !x.ok {
 		m := st.HostMoments(r, h)
-		w := 0
+		w, maxVar := 0, m[1]
 		for s := 1; 2*s < len(m); s++ {
 			if m[2*s] > m[2*w] {
 				w = s
 			}
+			maxVar = max(maxVar, m[2*s+1])
 		}
-		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1], ok: true}
+		*x = HostSummary{Mu0: m[0], Peak: st.HostPeakExcess(r, h), WorstStep: w, WorstMu: m[2*w], WorstVar: m[2*w+1],
+			MaxMu: m[2*w], MaxVar: maxVar, ok: true}
 	}
 	return x
 }
@@ -250,6 +290,19 @@ func (st *State) Available(h int) float64 {
 // InUse is the CPU the VMs on h use, counting a migrating-in VM in full because it
 // will run there once the copy ends.
 func (st *State) InUse(h int) float64 {
+	if st.inUseOK == nil {
+		st.inUse = make([]float64, len(st.Snap.Hosts))
+		st.inUseOK = make([]bool, len(st.Snap.Hosts))
+	}
+	if !st.inUseOK[h] {
+		st.inUse[h], st.inUseOK[h] = st.inUseOf(h), true
+	}
+	return st.inUse[h]
+}
+
+// inUseOf sums InUse afresh; InUse keeps it until h's VM list changes, since
+// CloudSim's best fit asks it of every host for every VM it places.
+func (st *State) inUseOf(h int) float64 {
 	c := st.Snap.Hosts[h].Capacity.CPU
 	if st.alloc[h] <= c {
 		u := 0.0
@@ -361,12 +414,12 @@ func (st *State) histBuf(n int) []float64 {
 // memory at half of h's network capacity (the other half carries the VMs' own
 // traffic; CloudSim's rule). Memory in MB, network in KB/s.
 func (st *State) MigrationSeconds(v, h int) float64 {
-	if s := st.Snap.VMs[v].MigrationSeconds; s > 0 {
+	if s := st.vmMigSecs[v]; s > 0 {
 		return s
 	}
 	bw := st.Snap.Hosts[h].Capacity.Net / 2 / 1000
 	if bw <= 0 {
 		return 0
 	}
-	return st.Snap.VMs[v].Size.Mem / bw
+	return st.vmMem[v] / bw
 }

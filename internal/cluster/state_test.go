@@ -50,6 +50,7 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 				st.HostPeakExcess(r, h)
 				st.HostMoments(r, h)
 				st.Summary(r, h)
+				st.InUse(h)
 			}
 			v := rng.IntN(vms)
 			if h := st.HostOf(v); h >= 0 {
@@ -58,6 +59,9 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 				st.Add(v, rng.IntN(hosts))
 			}
 			for h := range hosts {
+				if got, want := st.InUse(h), st.inUseOf(h); got != want {
+					t.Fatalf("trial %d op %d: host %d CPU in use %g, recomputed %g", trial, op, h, got, want)
+				}
 				for _, r := range model.AllResources {
 					want := 0.0
 					for _, x := range st.VMs(h) {
@@ -68,13 +72,16 @@ func TestHostCachesFollowAddAndRemove(t *testing.T) {
 					}
 					m := st.HostMoments(r, h)
 					w := 0
+					maxMu, maxVar := m[0], m[1]
 					for s := 1; s <= steps; s++ {
 						if m[2*s] > m[2*w] {
 							w = s
 						}
+						maxMu, maxVar = max(maxMu, m[2*s]), max(maxVar, m[2*s+1])
 					}
 					sum := *st.Summary(r, h)
-					if sum.Mu0 != m[0] || sum.Peak != want || sum.WorstStep != w || sum.WorstMu != m[2*w] || sum.WorstVar != m[2*w+1] {
+					if sum.Mu0 != m[0] || sum.Peak != want || sum.WorstStep != w || sum.WorstMu != m[2*w] || sum.WorstVar != m[2*w+1] ||
+						sum.MaxMu != maxMu || sum.MaxVar != maxVar {
 						t.Fatalf("trial %d op %d: host %d %s summary %+v; moments %v, peak excess %g", trial, op, h, r, sum, m, want)
 					}
 					for s := 0; s <= steps; s++ {

@@ -19,16 +19,28 @@ type Consolidation struct {
 	Detector   policy.Detector
 }
 
+// placeIndex is the index Place searches, kept in the State it indexes (the
+// initial placement places every VM on one State), so it goes with the State.
+type placeIndex struct {
+	owner *Consolidation
+	ix    *placement.PABFDIndex
+}
+
 func (c *Consolidation) Name() string { return c.PolicyName }
 
+// Place is PABFD.Find with no host excluded, through an index kept for st.
 func (c *Consolidation) Place(st *cluster.State, v int) int {
-	return placement.PABFD{Detector: c.Detector}.Find(st, v, nil)
+	p, ok := st.Aux.(*placeIndex)
+	if !ok || p.owner != c {
+		p = &placeIndex{c, placement.NewPABFDIndex(st, c.Detector, nil)}
+		st.Aux = p
+	}
+	return p.ix.Find(v)
 }
 
 func (c *Consolidation) Plan(in Input) Plan {
 	snap := in.Snapshot
 	st := cluster.New(snap, in.Forecasts)
-	pl := placement.PABFD{Detector: c.Detector}
 	n := len(snap.Hosts)
 	var plan Plan
 
@@ -55,8 +67,12 @@ func (c *Consolidation) Plan(in Input) Plan {
 		}
 	}
 	byDemand(snap, selected)
+	// PABFD through an index: the hosts excluded only grow from here on (the
+	// overloaded ones, then those not to place on), and it finds what
+	// PABFD.Find finds with the same exclusions.
+	pl := placement.NewPABFDIndex(st, c.Detector, over)
 	for _, v := range selected {
-		h := pl.Find(st, v, over)
+		h := pl.Find(v)
 		if h < 0 {
 			// CloudSim leaves such a VM where it is but off its host's what-if list.
 			plan.Unplaced = append(plan.Unplaced, Unplaced{VM: v, Reason: NoSuitableHost})
@@ -66,11 +82,13 @@ func (c *Consolidation) Plan(in Input) Plan {
 		plan.Moves = append(plan.Moves, c.move(snap, v, h, model.PriorityOverload, "overload"))
 	}
 
-	exclFrom := slices.Clone(over) // hosts not to empty
-	exclTo := slices.Clone(over)   // hosts not to place on
+	// Hosts not to empty; those not to place on are excluded in pl (the
+	// overloaded ones already).
+	exclFrom := slices.Clone(over)
 	for h := range snap.Hosts {
 		if snap.Hosts[h].Util == 0 {
-			exclFrom[h], exclTo[h] = true, true
+			exclFrom[h] = true
+			pl.Exclude(h)
 		}
 	}
 	var vms []int
@@ -96,7 +114,8 @@ func (c *Consolidation) Plan(in Input) Plan {
 			break
 		}
 		u := order[next]
-		exclFrom[u], exclTo[u] = true, true
+		exclFrom[u] = true
+		pl.Exclude(u)
 		vms = vms[:0]
 		for _, v := range st.VMs(u) {
 			if !snap.VMs[v].Migrating() {
@@ -110,7 +129,7 @@ func (c *Consolidation) Plan(in Input) Plan {
 		placed = placed[:0]
 		ok := true
 		for _, v := range vms {
-			h := pl.Find(st, v, exclTo)
+			h := pl.Find(v)
 			if h < 0 {
 				ok = false
 				break

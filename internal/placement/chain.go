@@ -50,6 +50,13 @@ type Context struct {
 	vmMu, vmVar [4][]float64
 	vmPeak      [4]float64 // its PeakExcess per resource
 	vmNeed      model.Resources
+	// Its largest mean and variance per resource over steps 0..last (see
+	// cannotWin), worked out by a selection that prunes.
+	vmMaxMu, vmMaxVar [4]float64
+	// checkedH is the host whose room-now and quick checks the selection has
+	// just made and passed (-1: none), so that the capacity filter goes straight
+	// to its full pass there.
+	checkedH int
 	// Empty hosts by class (see hostClass), fetched on the first selection.
 	classes []int32
 	nClass  int
@@ -72,7 +79,7 @@ type ruleRef struct {
 // NewContext indexes the snapshot's rules. Rules that name unknown VMs or hosts keep
 // the members that exist.
 func NewContext(st *cluster.State, z, target float64) *Context {
-	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, memoV: -1, vmFor: -1,
+	c := &Context{St: st, Z: z, Target: target, rules: map[int][]ruleRef{}, memoV: -1, vmFor: -1, checkedH: -1,
 		Resources: []model.Resource{model.CPU}, Limits: model.Resources{CPU: target, Mem: target, Net: target, Disk: target}, Last: -1}
 	s := st.Snap
 	if len(s.Rules) == 0 {
@@ -227,6 +234,11 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 		classes, n = c.hostClasses()
 		c.empty.reset(n)
 	}
+	capIx := -1
+	if skipEmpty {
+		capIx = ch.prunable(c, v, explain)
+	}
+	c.checkedH = -1
 	st := c.St
 	at := st.HostOf(v)
 	n := len(st.Snap.Hosts)
@@ -267,6 +279,24 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 				out = append(out, cand)
 			}
 			continue
+		}
+		if capIx >= 0 {
+			// The capacity filter's room-now and quick checks, as it makes them.
+			// The other filters pass a VM without rules, so a host that fails
+			// is counted where the chain would count it.
+			if _, ok := st.NoRoomFor(v, h, c.vmNeed); !ok || c.quickReject(v, h) {
+				counts[capIx]++
+				if class >= 0 {
+					c.empty.rejected[class] = capIx
+				}
+				continue
+			}
+			// A host certain to pass whose score cannot reach the best so far is
+			// neither counted nor chosen by the full checks either.
+			if best >= 0 && ch.cannotWin(c, v, h, bestScore, wsum) {
+				continue
+			}
+			c.checkedH = h
 		}
 		rejected := false
 		for i, f := range ch.Filters {
@@ -368,15 +398,19 @@ func (capacityFilter) Reject(c *Context, v, h int) string {
 	if c.vmFor != v {
 		c.prepare(v)
 	}
-	if r, ok := st.NoRoomFor(v, h, c.vmNeed); !ok {
-		c.rejectedOn = r
-		if !c.explain {
-			return r.String()
+	if c.checkedH == h && !c.explain {
+		c.checkedH = -1 // the selection has made the checks below (prunable)
+	} else {
+		if r, ok := st.NoRoomFor(v, h, c.vmNeed); !ok {
+			c.rejectedOn = r
+			if !c.explain {
+				return r.String()
+			}
+			return fmt.Sprintf("%s: no room now", r)
 		}
-		return fmt.Sprintf("%s: no room now", r)
-	}
-	if !c.explain && c.quickReject(v, h) {
-		return c.rejectedOn.String() // only counted
+		if !c.explain && c.quickReject(v, h) {
+			return c.rejectedOn.String() // only counted
+		}
 	}
 	// The headroom scorers read the same bounds, so the pass also works out
 	// headroomOf (the same expressions in the same order) for a host that passes.
@@ -444,6 +478,124 @@ func (c *Context) quickReject(v, h int) bool {
 		}
 	}
 	return false
+}
+
+// prunable reports where the capacity filter is in the chain (-1: the
+// selection does not prune) when a selection of v may pass over hosts the way
+// cannotWin allows: without explain (which records every host), for a VM
+// without rules (so every filter but capacity passes it), with only the
+// package's own filters and scorers (whose dependence on the headroom cannotWin
+// knows) and a confidence quantile of at least 0. It also works out v's largest
+// moments over the steps checked.
+func (ch *Chain) prunable(c *Context, v int, explain bool) int {
+	if explain || len(c.rules[v]) > 0 || !(c.Z >= 0) {
+		return -1
+	}
+	capIx := -1
+	for i, f := range ch.Filters {
+		switch f.(type) {
+		case capacityFilter:
+			if capIx < 0 {
+				capIx = i
+			}
+		case antiAffinityFilter, affinityFilter, hostAffinityFilter:
+		default:
+			return -1
+		}
+	}
+	for _, s := range ch.Scorers {
+		switch s.Scorer.(type) {
+		case headroomScorer, packingScorer, affinityScorer, migrationCostScorer, powerScorer:
+		default:
+			return -1
+		}
+	}
+	last := c.lastStep()
+	for _, r := range c.Resources {
+		mu, variance := math.Inf(-1), math.Inf(-1)
+		for s := 0; s <= last; s++ {
+			mu, variance = max(mu, c.vmMu[r][s]), max(variance, c.vmVar[r][s])
+		}
+		c.vmMaxMu[r], c.vmMaxVar[r] = mu, variance
+	}
+	return capIx
+}
+
+// pruneSlack covers rounding in cannotWin's bounds (scores are within 0..1;
+// bounds and room are in the resource's units): far above any rounding error,
+// far below any difference a choice turns on.
+const pruneSlack = 1e-9
+
+// cannotWin reports whether host h, which has passed the capacity filter's
+// room-now and quick checks for v, is certain to pass its full pass and still
+// scores below best, so that the full checks would neither count it nor choose
+// it. With every step's mean at most the host's largest plus v's largest (MaxMu
+// + vmMaxMu), and likewise the variance, every step's bound is at most the bound
+// made of those (rounding is monotone), and the headroom the pass leaves is at
+// least the room that bound leaves. The headroom and packing scores are linear
+// in the headroom, so the total is largest at one end of its range; the other
+// scorers do not read it and are asked as they are.
+func (ch *Chain) cannotWin(c *Context, v, h int, best, wsum float64) bool {
+	ub, ok := ch.scoreBound(c, v, h, wsum)
+	return ok && ub+pruneSlack < best
+}
+
+// scoreBound is cannotWin's upper bound of h's total score for v, and whether h
+// is certain to pass the capacity filter's full pass (else the bound means
+// nothing).
+func (ch *Chain) scoreBound(c *Context, v, h int, wsum float64) (float64, bool) {
+	st := c.St
+	lo := 1.0
+	for _, r := range c.Resources {
+		cp := st.Snap.Hosts[h].Capacity.Get(r)
+		if cp <= 0 {
+			continue
+		}
+		x := st.Summary(r, h)
+		mu := x.MaxMu + c.vmMaxMu[r]
+		zsd := c.Z * math.Sqrt(x.MaxVar+c.vmMaxVar[r])
+		b, limit := mu+zsd, c.Limits.Get(r)*cp
+		if !(b+pruneSlack*(math.Abs(b)+math.Abs(limit)) <= limit) {
+			return 0, false // not certain to pass
+		}
+		l := (cp - mu - zsd) / cp
+		if !(l >= -1e300) {
+			return 0, false
+		}
+		lo = min(lo, l-pruneSlack)
+	}
+	lo = max(lo, 0)
+	empty := len(st.VMs(h)) == 0
+	// The total at the headroom x is rest + k*x (over wsum), k the headroom's
+	// weight less half the packing weight on a running host; it is largest at
+	// x = lo when k < 0, else at x = 1.
+	rest, k := 0.0, 0.0
+	for _, s := range ch.Scorers {
+		switch s.Scorer.(type) {
+		case headroomScorer:
+			k += s.Weight
+		case packingScorer:
+			if !empty {
+				rest += s.Weight
+				k -= 0.5 * s.Weight // 0.5 + 0.5*(1-x) for x in 0..1
+			}
+		case affinityScorer:
+			rest += s.Weight * 0.5 // a VM without rules (prunable)
+		case migrationCostScorer:
+			rest += s.Weight / float64(1+st.Incoming(h))
+		default:
+			rest += s.Weight * s.Score(c, v, h)
+		}
+	}
+	x := 1.0
+	if k < 0 {
+		x = lo
+	}
+	ub := rest + k*x
+	if wsum > 0 {
+		ub /= wsum
+	}
+	return ub, true
 }
 
 // excludedBytes is excluded[:n] read as bytes (a bool is one byte, 0 or 1), so

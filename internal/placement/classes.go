@@ -30,22 +30,37 @@ type hostClass struct {
 var classCache struct {
 	sync.Mutex
 	st   [4]*cluster.State
-	ids  [4][]int32
-	n    [4]int
+	info [4]*hostInfo
 	next int
+}
+
+// hostInfo is what a search reads of a State's hosts that stays as long as the
+// snapshot: the class of each (0..n-1), and for PABFD its power at the measured
+// utilisation and whether its power curve never falls.
+type hostInfo struct {
+	ids       []int32
+	n         int
+	powerNow  []float64
+	monotone  []bool
+	prepPABFD sync.Once
 }
 
 // hostClasses numbers st's hosts by hostClass (0..n-1).
 func hostClasses(st *cluster.State) (ids []int32, n int) {
+	x := infoOf(st)
+	return x.ids, x.n
+}
+
+func infoOf(st *cluster.State) *hostInfo {
 	classCache.Lock()
 	defer classCache.Unlock()
 	for i, s := range classCache.st {
-		if s == st && len(classCache.ids[i]) == len(st.Snap.Hosts) {
-			return classCache.ids[i], classCache.n[i]
+		if s == st && len(classCache.info[i].ids) == len(st.Snap.Hosts) {
+			return classCache.info[i]
 		}
 	}
 	hs := st.Snap.Hosts
-	ids = make([]int32, len(hs))
+	ids := make([]int32, len(hs))
 	seen := map[hostClass]int32{}
 	for h := range hs {
 		k := hostClass{hs[h].Capacity, hs[h].PEs, hs[h].PEMIPS, hs[h].Power, hs[h].Util}
@@ -56,10 +71,29 @@ func hostClasses(st *cluster.State) (ids []int32, n int) {
 		}
 		ids[h] = id
 	}
+	x := &hostInfo{ids: ids, n: len(seen)}
 	i := classCache.next
 	classCache.next = (i + 1) % len(classCache.st)
-	classCache.st[i], classCache.ids[i], classCache.n[i] = st, ids, len(seen)
-	return ids, len(seen)
+	classCache.st[i], classCache.info[i] = st, x
+	return x
+}
+
+// pabfd fills powerNow and monotone once (the chain's searches need neither).
+func (x *hostInfo) pabfd(st *cluster.State) {
+	x.prepPABFD.Do(func() {
+		hs := st.Snap.Hosts
+		x.powerNow, x.monotone = make([]float64, len(hs)), make([]bool, len(hs))
+		for h := range hs {
+			p := &hs[h].Power
+			x.powerNow[h] = p.Power(min(hs[h].Util, 1))
+			x.monotone[h] = true
+			for i := 1; i < len(p); i++ {
+				if p[i] < p[i-1] {
+					x.monotone[h] = false
+				}
+			}
+		}
+	})
 }
 
 // emptySeen tracks, within one selection, which classes of empty host have been

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -121,8 +122,22 @@ func TestSkippingEmptyHostsChoosesAsTheFullScan(t *testing.T) {
 			if got != want || RejectionSummary(gc) != RejectionSummary(wc) {
 				t.Fatalf("case %d vm %d: indexed chose %d (%s), full scan %d (%s)", i, v, got, RejectionSummary(gc), want, RejectionSummary(wc))
 			}
-			if got, want := pabfd.Find(st, v, excl), pabfd.find(st, v, excl, false); got != want {
+			if got, want := pabfd.Find(st, v, excl), pabfdScan(pabfd, st, v, excl); got != want {
 				t.Fatalf("case %d vm %d: PABFD indexed chose %d, full scan %d", i, v, got, want)
+			}
+			if got, want := pabfd.find(st, v, excl, false), pabfdScan(pabfd, st, v, excl); got != want {
+				t.Fatalf("case %d vm %d: PABFD without classes chose %d, full scan %d", i, v, got, want)
+			}
+			info := infoOf(st)
+			info.pabfd(st)
+			for h := range st.Snap.Hosts {
+				need := st.Need(v).CPU
+				if f, g := info.floor(st, need, h), powerDeltaFloor(st, v, h); f != g && !(math.IsNaN(f) && math.IsNaN(g)) {
+					t.Fatalf("case %d vm %d host %d: floor %g, powerDeltaFloor %g", i, v, h, f, g)
+				}
+				if f, g := info.delta(st, need, h), PowerDelta(st, v, h); f != g && !(math.IsNaN(f) && math.IsNaN(g)) {
+					t.Fatalf("case %d vm %d host %d: delta %g, PowerDelta %g", i, v, h, f, g)
+				}
 			}
 			if got >= 0 {
 				differ++
@@ -143,4 +158,24 @@ func TestSkippingEmptyHostsChoosesAsTheFullScan(t *testing.T) {
 	if differ == 0 {
 		t.Fatal("no selection found a host: the test checks nothing")
 	}
+}
+
+// pabfdScan is CloudSim's PABFD as a plain scan of every host in index order:
+// room, then the smallest power rise, then the detector; ties to the lowest index.
+func pabfdScan(p PABFD, st *cluster.State, v int, excluded []bool) int {
+	best, bestDelta := -1, math.MaxFloat64
+	for h := range st.Snap.Hosts {
+		if excluded != nil && excluded[h] || !st.Suitable(v, h) {
+			continue
+		}
+		d := PowerDelta(st, v, h)
+		if d >= bestDelta {
+			continue
+		}
+		if st.InUse(h) != 0 && p.Detector.Overloaded(st, h, v) {
+			continue
+		}
+		best, bestDelta = h, d
+	}
+	return best
 }

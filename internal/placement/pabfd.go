@@ -39,13 +39,15 @@ func (p PABFD) Find(st *cluster.State, v int, excluded []bool) int {
 // (see hostClass), which finds the same host as looking at them all.
 func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) int {
 	best, bestDelta := -1, math.MaxFloat64
+	info := infoOf(st)
+	info.pabfd(st)
 	var classes []int32
 	var seen []bool
 	if skipEmpty {
-		var n int
-		classes, n = hostClasses(st)
-		seen = make([]bool, n)
+		classes = info.ids
+		seen = make([]bool, info.n)
 	}
+	need := st.Need(v)
 	n := len(st.Snap.Hosts)
 	skip := excludedBytes(excluded, n)
 	for h := 0; h < n; h++ {
@@ -63,17 +65,19 @@ func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) i
 				seen[k] = true
 			}
 		}
-		if !st.Suitable(v, h) {
-			continue
-		}
 		// A floor of the rise that already cannot beat the best so far spares
 		// summing the host's VMs (InUse), the bulk of a search in a large fleet.
-		if bestDelta < math.MaxFloat64 && powerDeltaFloor(st, v, h) >= bestDelta {
+		// It is checked before room: a host that fails either is passed over,
+		// and the best so far changes only on a host that passes both.
+		if bestDelta < math.MaxFloat64 && info.floor(st, need.CPU, h) >= bestDelta {
+			continue
+		}
+		if _, ok := st.NoRoomFor(v, h, need); !ok {
 			continue
 		}
 		// The detector only filters, so a host that cannot beat the best so far
 		// needs no detector run; this keeps the result and skips most of the work.
-		d := PowerDelta(st, v, h)
+		d := info.delta(st, need.CPU, h)
 		if d >= bestDelta {
 			continue
 		}
@@ -84,6 +88,38 @@ func (p PABFD) find(st *cluster.State, v int, excluded []bool, skipEmpty bool) i
 		best, bestDelta = h, d
 	}
 	return best
+}
+
+// delta is PowerDelta(st, v, h) for a v that needs cpu, with the power at the
+// measured utilisation read from x: the same expression on the same values.
+func (x *hostInfo) delta(st *cluster.State, cpu float64, h int) float64 {
+	host := &st.Snap.Hosts[h]
+	if host.Capacity.CPU <= 0 {
+		return 0
+	}
+	after := (st.InUse(h) + cpu) / host.Capacity.CPU
+	if after > 1 {
+		return math.Inf(1)
+	}
+	return host.Power.Power(after) - x.powerNow[h]
+}
+
+// floor is powerDeltaFloor(st, v, h) for a v that needs cpu, with the power at
+// the measured utilisation and the curve's monotony read from x.
+func (x *hostInfo) floor(st *cluster.State, cpu float64, h int) float64 {
+	host := &st.Snap.Hosts[h]
+	c := host.Capacity.CPU
+	avail := st.Available(h)
+	if c <= 0 || avail <= 0 || !x.monotone[h] {
+		return math.Inf(-1)
+	}
+	p := &host.Power
+	const slack = 1e-9
+	after := (c-avail+cpu)/c - slack
+	if after > 1 {
+		return math.Inf(1)
+	}
+	return p.Power(max(after, 0)) - x.powerNow[h] - slack*(1+p[10])
 }
 
 // powerDeltaFloor is at most PowerDelta(st, v, h) for a host v fits (Suitable),

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -59,5 +60,84 @@ func TestQuickChecksChooseAsTheFullChecks(t *testing.T) {
 	}
 	if found == 0 || quick == 0 {
 		t.Fatalf("%d selections found a host, %d hosts settled by the quick checks: the test checks nothing", found, quick)
+	}
+}
+
+// A selection without explain passes over hosts certain to pass the capacity
+// filter whose score bound is below the best so far (cannotWin). The bound must
+// be at least the score the full checks give every host they pass, and a host
+// it calls certain must pass; and pruned selections must choose as full scans,
+// with the same counts (checked with every other shortcut in
+// TestSkippingEmptyHostsChoosesAsTheFullScan).
+func TestScoreBoundHoldsForEveryHostThatPasses(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 5))
+	_, names := StepNames()
+	bounded, pruned := 0, 0
+	for i := range 2000 {
+		st, ch, excl, c := randomSelection(t, rng, names)
+		if rng.IntN(3) == 0 {
+			c.Last = rng.IntN(3)
+		}
+		wsum := 0.0
+		for _, s := range ch.Scorers {
+			wsum += s.Weight
+		}
+		for v := range st.Snap.VMs {
+			c.prepare(v)
+			if ch.prunable(c, v, false) < 0 {
+				continue
+			}
+			got, _ := ch.Select(c, v, excl, false)
+			want, _ := ch.selectHost(c, v, excl, false, false)
+			if got != want {
+				t.Fatalf("case %d vm %d: pruned selection %d, full scan %d", i, v, got, want)
+			}
+			c.prepare(v)
+			ch.prunable(c, v, false)
+			bestScore := math.Inf(-1)
+			type hb struct {
+				h  int
+				ub float64
+			}
+			var certain []hb
+			for h := range st.Snap.Hosts {
+				ub, ok := ch.scoreBound(c, v, h, wsum)
+				c.explain = false
+				c.checkedH = -1
+				pass := (capacityFilter{}).Reject(c, v, h) == ""
+				if ok && !pass {
+					if _, room := st.NoRoomFor(v, h, c.vmNeed); room && !c.quickReject(v, h) {
+						t.Fatalf("case %d vm %d host %d: bound says certain to pass, the full pass rejects", i, v, h)
+					}
+					continue // settled by the checks made before the bound
+				}
+				if !pass {
+					continue
+				}
+				total := 0.0
+				for _, s := range ch.Scorers {
+					total += s.Weight * s.Score(c, v, h)
+				}
+				if wsum > 0 {
+					total /= wsum
+				}
+				if ok {
+					bounded++
+					if total > ub {
+						t.Fatalf("case %d vm %d host %d: score %g above its bound %g", i, v, h, total, ub)
+					}
+					certain = append(certain, hb{h, ub})
+				}
+				bestScore = max(bestScore, total)
+			}
+			for _, x := range certain {
+				if x.ub+pruneSlack < bestScore {
+					pruned++
+				}
+			}
+		}
+	}
+	if bounded == 0 || pruned == 0 {
+		t.Fatalf("%d hosts bounded, %d could be passed over: the test checks nothing", bounded, pruned)
 	}
 }
