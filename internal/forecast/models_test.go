@@ -183,3 +183,82 @@ func TestARFitsAnAR1(t *testing.T) {
 		t.Errorf("AR (%.4f) no better than last value (%.4f) on an AR(1)", se, seLast)
 	}
 }
+
+// mixCDF is the exact CDF of the Laplace mixture that mixMedianStep steps on.
+func mixCDF(m float64, v, w *[nComp]float32, sw, b float32) float64 {
+	var F float64
+	for k := range v {
+		z := (m - float64(v[k])) / float64(b)
+		if z < 0 {
+			F += float64(w[k]) * 0.5 * math.Exp(z)
+		} else {
+			F += float64(w[k]) * (1 - 0.5*math.Exp(-z))
+		}
+	}
+	return F / float64(sw)
+}
+
+func TestMixMedianStep(t *testing.T) {
+	var v, w [nComp]float32
+	for k := range v {
+		v[k], w[k] = 1, 1
+	}
+	const sw = nComp
+	// Components that agree: the mean stays.
+	if m := mixMedianStep(1, &v, &w, sw, 0.2); m != 1 {
+		t.Fatalf("agreeing components: %v, want 1", m)
+	}
+	// One strays far: the mean (1.4) is pulled back toward the others, as
+	// the median of the mixture is, by at most one scale, and not past them.
+	v[cLast] = 5
+	mean := float32(1 + 4.0/nComp)
+	if m := mixMedianStep(mean, &v, &w, sw, 0.2); math.Abs(float64(m-(mean-0.2))) > 1e-5 {
+		t.Fatalf("one stray component: %v from the mean %v, want one scale back", m, mean)
+	}
+	if m := mixMedianStep(mean, &v, &w, sw, 1); !(m >= 1 && m < 1.1) {
+		t.Fatalf("one stray component: %v from the mean %v, want in [1, 1.1)", m, mean)
+	}
+	// At a scale far wider than the spread, it is the mean.
+	if m := mixMedianStep(mean, &v, &w, sw, 1000); math.Abs(float64(m-mean)) > 1e-3 {
+		t.Fatalf("wide scale: %v, want the mean %v", m, mean)
+	}
+	// Random mixtures: the step never leaves the components' range, and it
+	// brings F(m) closer to 1/2 than the weighted mean had it: on average by
+	// far, and in no case much further (exp is approximated, so a step from
+	// a mean already near the median may overshoot it a little).
+	rng := rand.New(rand.NewPCG(3, 5))
+	var sum0, sum1 float64
+	for i := range 1000 {
+		var sw, sv float32
+		lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
+		for k := range v {
+			v[k] = float32(rng.NormFloat64())
+			w[k] = 0
+			if rng.IntN(3) > 0 {
+				w[k] = float32(rng.Float64())
+				lo, hi = min(lo, v[k]), max(hi, v[k])
+			}
+			sw += w[k]
+			sv += w[k] * v[k]
+		}
+		if sw == 0 {
+			continue
+		}
+		b := float32(0.05 + rng.Float64())
+		mean := sv / sw
+		m := mixMedianStep(mean, &v, &w, sw, b)
+		if m < lo || m > hi || math.Abs(float64(m-mean)) > float64(b)*(1+1e-6) {
+			t.Fatalf("case %d: %v from %v, outside the components' [%v, %v] or beyond the scale %v", i, m, mean, lo, hi, b)
+		}
+		d0, d1 := math.Abs(mixCDF(float64(mean), &v, &w, sw, b)-0.5), math.Abs(mixCDF(float64(m), &v, &w, sw, b)-0.5)
+		if d1 > d0+0.03 {
+			t.Fatalf("case %d: |F - 1/2| %v at the step, %v at the mean", i, d1, d0)
+		}
+		sum0 += d0
+		sum1 += d1
+	}
+	if sum1 > sum0/2 {
+		t.Fatalf("mean |F - 1/2| %v after the step, %v at the mean", sum1/1000, sum0/1000)
+	}
+	t.Logf("mean |F - 1/2| %v after the step, %v at the mean", sum1/1000, sum0/1000)
+}

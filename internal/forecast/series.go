@@ -55,8 +55,12 @@ type shared struct {
 	nb     int32 // peak blocks: enough for a day in any alignment
 	off    int   // where the calibration starts in a Series' slab
 	pool   *pool // the fleet's prior on the blend's weights; nil outside an Engine
-	steps  []trackStep
-	psteps [len(probLevels)]trackStep
+	// meanOnly makes the blend forecast its weighted mean, as the engine did
+	// before the step toward the mixture's median: tests use it to rebuild
+	// what an older engine saved.
+	meanOnly bool
+	steps    []trackStep
+	psteps   [len(probLevels)]trackStep
 }
 
 func (c Config) shared() (*shared, error) {
@@ -279,12 +283,17 @@ func (s *Series) observe(x float32, acc *poolAcc) {
 	row := pend[int(s.row)*h : int(s.row)*h+h]
 	if s.model == nil {
 		s.def.Observe(&s.hist, x)
-		s.def.predictWith(&s.hist, row, s.prior(), acc)
+		sc := s.scaleNow(x)
+		psc[s.row] = sc
+		if s.sh.meanOnly {
+			sc = 0
+		}
+		s.def.predictWith(&s.hist, row, s.prior(), acc, sc)
 	} else {
 		s.model.Observe(&s.hist, x)
 		s.model.Predict(&s.hist, row)
+		psc[s.row] = s.scaleNow(x)
 	}
-	psc[s.row] = s.scaleNow(x)
 }
 
 // trackStep is a quantile tracker's update for one level: up after a miss,
