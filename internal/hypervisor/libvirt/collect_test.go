@@ -83,3 +83,35 @@ func TestHungHostCostsTheDeadlineOnce(t *testing.T) {
 		t.Errorf("locate once c answered again: %+v %v", loc, err)
 	}
 }
+
+// TestTimedOutCallForgetsItsClient: a call that times out closes its
+// connection, and go-libvirt only notices later (its socket answers EINVAL while
+// IsConnected still says true). The host must drop that client at once, so the
+// next call dials afresh instead of failing with "invalid argument".
+func TestTimedOutCallForgetsItsClient(t *testing.T) {
+	hosts := map[string]*fakeHost{"a": idleHost("va")}
+	d := fakeDriver(t, hosts, "a")
+	if _, err := d.Hosts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := d.hosts[0]
+	hosts["a"].freeze()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := d.Hosts(ctx)
+	cancel()
+	hosts["a"].thaw()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("frozen host: %v, want its deadline", err)
+	}
+	h.mu.Lock()
+	kept := h.conn != nil
+	h.mu.Unlock()
+	if kept {
+		t.Error("the timed-out client is still the host's: the next call may use a dead connection")
+	}
+	for i := range 20 {
+		if _, err := d.Hosts(context.Background()); err != nil {
+			t.Fatalf("call %d after the timeout: %v", i, err)
+		}
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	lv "github.com/digitalocean/go-libvirt"
@@ -310,11 +312,20 @@ func (h *host) call(ctx context.Context, op string, fn func(c *lv.Libvirt) error
 	}
 	cctx, cancel := context.WithTimeout(ctx, h.d.cfg.CallTimeout)
 	defer cancel()
-	err = callCtx(cctx, func() { nc.Close() }, func() error { return fn(c) })
-	if err != nil && (!c.IsConnected() || hypervisor.IsConnectionError(err)) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, hypervisor.ErrUnreachable) {
+	var closed atomic.Bool
+	err = callCtx(cctx, func() { closed.Store(true); nc.Close() }, func() error { return fn(c) })
+	// go-libvirt's socket answers EINVAL once it has seen its connection end,
+	// while the client's IsConnected still says true until its own cleanup runs.
+	dead := closed.Load() || errors.Is(err, syscall.EINVAL)
+	if err != nil && (dead || !c.IsConnected() || hypervisor.IsConnectionError(err)) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, hypervisor.ErrUnreachable) {
 		err = fmt.Errorf("%w: %v", hypervisor.ErrUnreachable, err)
 	}
 	h.mu.Lock()
+	if dead && h.conn == c {
+		// Forget the client now, so that the next call dials afresh instead of
+		// failing on a dead one.
+		h.conn, h.nc = nil, nil
+	}
 	switch {
 	case err == nil:
 		h.silent = nil
