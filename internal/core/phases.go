@@ -189,7 +189,10 @@ func (c *cycle) overload() {
 			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
 			noPeakRoom := false
 			if t >= 0 && c.peaky != nil && (!c.peakRoom(v, t) || c.mp.blocks(v, t)) {
-				if pt, pc := c.p.chain.Select(c.peaky, v, c.mp.exclude(v, excl), c.explain); pt >= 0 {
+				c.peaky.ExcludeAlso = c.mp.rule()
+				pt, pc := c.p.chain.Select(c.peaky, v, excl, c.explain)
+				c.peaky.ExcludeAlso = nil
+				if pt >= 0 {
 					t, cands = pt, pc
 				} else {
 					noPeakRoom = true
@@ -304,6 +307,7 @@ func (c *cycle) underload() {
 	if !uctx.Peaks {
 		mp = &memPeaks{}
 	}
+	uctx.ExcludeAlso = mp.rule()
 	type cand struct {
 		h    int
 		util float64
@@ -354,7 +358,7 @@ func (c *cycle) underload() {
 		var placed []mv
 		cost := 0.0
 		for _, v := range vms {
-			t, cands := c.p.consolidate.Select(uctx, v, mp.exclude(v, emptying), c.explain)
+			t, cands := c.p.consolidate.Select(uctx, v, emptying, c.explain)
 			if t < 0 {
 				ok = false
 				break
@@ -410,10 +414,14 @@ type memPeaks struct {
 	c      *cycle
 	excess []float64
 	mask   []bool
+	// v's memory need now and PeakExcess, read once per VM (blocks).
+	forV      int
+	forSt     *cluster.State
+	vNow, vEx float64
 }
 
 func (c *cycle) newMemPeaks() *memPeaks {
-	m := &memPeaks{c: c}
+	m := &memPeaks{c: c, forV: -1}
 	if !c.cfg.Placement.MemoryPeaksTogether || !slices.Contains(c.p.resources, model.Mem) {
 		return m
 	}
@@ -438,7 +446,28 @@ func (m *memPeaks) move(v, h, t int) {
 
 // blocks reports whether the rule leaves host t no room for v: its memory need
 // now with v, plus every VM's excess there and v's, exceeds its memory capacity.
+// v's need now and excess are read once per VM (they do not depend on the host).
 func (m *memPeaks) blocks(v, t int) bool {
+	if m.excess == nil {
+		return false
+	}
+	st := m.c.st
+	cp := m.c.snap.Hosts[t].Capacity.Mem
+	if cp <= 0 || len(st.VMs(t)) == 0 {
+		return false
+	}
+	if m.forV != v || m.forSt != st {
+		m.forV, m.forSt = v, st
+		m.vNow, _ = st.VMMomentOf(model.Mem, v, 0)
+		m.vEx = st.PeakExcess(model.Mem, v)
+	}
+	// HostMomentOf(Mem, t, v, 0): the host's sum at step 0, then v's.
+	now := st.HostMoments(model.Mem, t)[0] + m.vNow
+	return now+m.excess[t]+m.vEx > cp
+}
+
+// blocksPlain is blocks as first written, for the tests.
+func (m *memPeaks) blocksPlain(v, t int) bool {
 	if m.excess == nil {
 		return false
 	}
@@ -451,8 +480,19 @@ func (m *memPeaks) blocks(v, t int) bool {
 	return now+m.excess[t]+st.PeakExcess(model.Mem, v) > cp
 }
 
+// rule is blocks as a selection's ExcludeAlso (nil when the rule is off): the
+// hosts it leaves no room for are excluded as if in the selection's mask, and
+// only hosts the mask leaves in are asked.
+func (m *memPeaks) rule() func(v, t int) bool {
+	if m.excess == nil {
+		return nil
+	}
+	return m.blocks
+}
+
 // exclude is excl with every host added that the rule leaves no room for v
-// (blocks); excl itself when the rule is off.
+// (blocks); excl itself when the rule is off. The phases pass rule to the
+// selection instead; tests compare the two.
 func (m *memPeaks) exclude(v int, excl []bool) []bool {
 	if m.excess == nil {
 		return excl
@@ -461,7 +501,7 @@ func (m *memPeaks) exclude(v int, excl []bool) []bool {
 		m.mask = make([]bool, len(excl))
 	}
 	for t := range excl {
-		m.mask[t] = excl[t] || m.blocks(v, t)
+		m.mask[t] = excl[t] || m.blocksPlain(v, t)
 	}
 	return m.mask
 }

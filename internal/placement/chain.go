@@ -33,8 +33,14 @@ type Context struct {
 	// at their need now. Optional moves (consolidation) set it: a VM that reached
 	// a level in the last week can reach it again, and no forecast sees a job's
 	// onset coming.
-	Peaks  bool
-	rules  map[int][]ruleRef
+	Peaks bool
+	// ExcludeAlso, when set, names more hosts a selection treats as excluded,
+	// exactly as if they were in its excluded mask: it is asked only of hosts
+	// that mask leaves in, in index order, so a rule that excludes per VM (core's
+	// memory-peaks clause) costs nothing on hosts already excluded and needs no
+	// mask rebuilt over the fleet for every selection.
+	ExcludeAlso func(v, h int) bool
+	rules       map[int][]ruleRef
 	hostIx map[string]int
 	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
 	// ask for it in turn.
@@ -256,6 +262,12 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 				break
 			}
 			h += j // the next host not excluded
+		}
+		if c.ExcludeAlso != nil && c.ExcludeAlso(v, h) {
+			if explain {
+				out = append(out, Candidate{Host: h, HostID: st.Snap.Hosts[h].ID, Rejected: "excluded", Reason: "source or being emptied"})
+			}
+			continue
 		}
 		class := int32(-1)
 		if classes != nil && len(st.VMs(h)) == 0 {

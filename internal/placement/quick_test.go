@@ -141,3 +141,46 @@ func TestScoreBoundHoldsForEveryHostThatPasses(t *testing.T) {
 		t.Fatalf("%d hosts bounded, %d could be passed over: the test checks nothing", bounded, pruned)
 	}
 }
+
+// ExcludeAlso must exclude exactly as the same hosts added to the mask: same
+// choice, same counts, and with explain the same records.
+func TestExcludeAlsoActsAsTheMask(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 7))
+	_, names := StepNames()
+	also := 0
+	for i := range 1000 {
+		st, ch, excl, c := randomSelection(t, rng, names)
+		n := len(st.Snap.Hosts)
+		seed := rng.Uint64()
+		rule := func(v, h int) bool { return (uint64(v*131+h*7)^seed)%3 == 0 }
+		for v := range st.Snap.VMs {
+			mask := make([]bool, n)
+			for h := range mask {
+				mask[h] = (excl != nil && excl[h]) || rule(v, h)
+				if mask[h] && (excl == nil || !excl[h]) {
+					also++
+				}
+			}
+			for _, explain := range []bool{false, true} {
+				c.ExcludeAlso = rule
+				got, gc := ch.Select(c, v, excl, explain)
+				c.ExcludeAlso = nil
+				want, wc := ch.Select(c, v, mask, explain)
+				if got != want || RejectionSummary(gc) != RejectionSummary(wc) || len(gc) != len(wc) {
+					t.Fatalf("case %d vm %d explain %v: with ExcludeAlso %d (%s), with the mask %d (%s)", i, v, explain, got, RejectionSummary(gc), want, RejectionSummary(wc))
+				}
+				for k := range gc {
+					if gc[k].Host != wc[k].Host || gc[k].Rejected != wc[k].Rejected || gc[k].Reason != wc[k].Reason || gc[k].Total != wc[k].Total {
+						t.Fatalf("case %d vm %d explain %v: record %d differs: %+v vs %+v", i, v, explain, k, gc[k], wc[k])
+					}
+				}
+			}
+			if got, _ := ch.Select(c, v, excl, false); got >= 0 && st.HostOf(v) < 0 && rng.IntN(2) == 0 {
+				st.Add(v, got)
+			}
+		}
+	}
+	if also == 0 {
+		t.Fatal("ExcludeAlso excluded no host: the test checks nothing")
+	}
+}
