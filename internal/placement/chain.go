@@ -41,7 +41,7 @@ type Context struct {
 	// mask rebuilt over the fleet for every selection.
 	ExcludeAlso func(v, h int) bool
 	rules       map[int][]ruleRef
-	hostIx map[string]int
+	hostIx      map[string]int
 	// The headroom of the last (VM, host) pair: the capacity filter and two scorers
 	// ask for it in turn.
 	memoV, memoH int
