@@ -66,12 +66,15 @@ type Context struct {
 	// Empty hosts by class (see hostClass), fetched on the first selection.
 	classes []int32
 	nClass  int
+	info    *hostInfo
 	empty   emptySeen
+	reps    []int32 // per selection: the first empty host of each class (selectView)
 }
 
 func (c *Context) hostClasses() ([]int32, int) {
 	if c.classes == nil {
-		c.classes, c.nClass = hostClasses(c.St)
+		c.info = infoOf(c.St)
+		c.classes, c.nClass = c.info.ids, c.info.n
 	}
 	return c.classes, c.nClass
 }
@@ -248,6 +251,9 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 	st := c.St
 	at := st.HostOf(v)
 	n := len(st.Snap.Hosts)
+	if classes != nil && !explain {
+		return ch.selectView(c, v, excluded, counts, capIx, wsum)
+	}
 	skip := excludedBytes(excluded, n)
 	for h := 0; h < n; h++ {
 		// Excluded hosts first: in consolidation most hosts are (every empty
@@ -366,6 +372,108 @@ func (ch *Chain) selectHost(c *Context, v int, excluded []bool, explain, skipEmp
 		}
 	}
 	return best, out
+}
+
+// selectView is selectHost without explain for a VM without rules, through the
+// State's fleetView: it visits the running hosts not excluded and the first
+// empty host of each class not excluded, in index order, with the checks the
+// scan of every host makes on them; the other empty hosts of a class whose
+// first was rejected are counted as that scan counts them, and the rest of the
+// fleet is not read. Same choice, same counts.
+func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, capIx int, wsum float64) (int, []Candidate) {
+	st := c.St
+	fv := c.info.view(st)
+	out := func(h int32) bool {
+		return (excluded != nil && excluded[h]) || (c.ExcludeAlso != nil && c.ExcludeAlso(v, int(h)))
+	}
+	// The first empty host of each class that is not excluded.
+	reps := c.reps[:0]
+	for _, k := range fv.active {
+		for _, h := range fv.empties[k] {
+			if !out(h) {
+				reps = append(reps, h)
+				break
+			}
+		}
+	}
+	slices.Sort(reps)
+	c.reps = reps
+	at := st.HostOf(v)
+	best, bestScore := -1, math.Inf(-1)
+	visit := func(h int, class int32) {
+		if class >= 0 {
+			c.empty.first(class)
+		}
+		if h == at {
+			return
+		}
+		if capIx >= 0 {
+			if _, ok := st.NoRoomFor(v, h, c.vmNeed); !ok || c.quickReject(v, h) {
+				counts[capIx]++
+				if class >= 0 {
+					c.empty.rejected[class] = capIx
+				}
+				return
+			}
+			if best >= 0 && ch.cannotWin(c, v, h, bestScore, wsum) {
+				return
+			}
+			c.checkedH = h
+		}
+		for i, f := range ch.Filters {
+			if why := f.Reject(c, v, h); why != "" {
+				counts[i]++
+				if class >= 0 {
+					c.empty.rejected[class] = i
+				}
+				return
+			}
+		}
+		total := 0.0
+		for _, s := range ch.Scorers {
+			total += s.Weight * s.Score(c, v, h)
+		}
+		if wsum > 0 {
+			total /= wsum
+		}
+		if total > bestScore {
+			best, bestScore = h, total
+		}
+	}
+	j := 0
+	for _, h := range fv.running {
+		for j < len(reps) && reps[j] < h {
+			visit(int(reps[j]), c.classes[reps[j]])
+			j++
+		}
+		if out(h) {
+			continue
+		}
+		visit(int(h), -1)
+	}
+	for ; j < len(reps); j++ {
+		visit(int(reps[j]), c.classes[reps[j]])
+	}
+	// The other empty hosts of a rejected class fare as its first.
+	for _, r := range reps {
+		k := c.classes[r]
+		i := c.empty.rejected[k]
+		if i < 0 {
+			continue
+		}
+		for _, h := range fv.empties[k] {
+			if h > r && !out(h) {
+				counts[i]++
+			}
+		}
+	}
+	var cands []Candidate
+	for i, f := range ch.Filters {
+		if counts[i] > 0 {
+			cands = append(cands, Candidate{Host: -1, HostID: fmt.Sprintf("%d hosts", counts[i]), Rejected: f.Name(), Reason: "rejected"})
+		}
+	}
+	return best, cands
 }
 
 func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/headroom/headroom/internal/cluster"
@@ -43,6 +44,7 @@ type hostInfo struct {
 	powerNow  []float64
 	monotone  []bool
 	prepPABFD sync.Once
+	fv        *fleetView // the chain's view of running and empty hosts (view)
 }
 
 // hostClasses numbers st's hosts by hostClass (0..n-1).
@@ -119,4 +121,93 @@ func (e *emptySeen) first(k int32) bool {
 	}
 	e.seen[k], e.rejected[k] = e.stamp, -1
 	return true
+}
+
+// fleetView lists a State's hosts as a selection reads them: the hosts running
+// VMs in index order, and the empty hosts of each class in index order. It is
+// kept in step with the State through its log of changed hosts
+// (cluster.State.TrackChanges), so that a selection visits each running host
+// and only the first empty host of each class that is not excluded, instead of
+// every host of the fleet. A selection with a rejected class counts that
+// class's other empty hosts as the scan of every host counts them.
+type fleetView struct {
+	pos     int     // changes consumed
+	isRun   []bool  // host has VMs, as of the last sync
+	running []int32 // hosts with VMs, ascending
+	empties [][]int32
+	active  []int32 // classes with an empty host, in no order
+	at      []int32 // each class's place in active, -1 none
+}
+
+// view is st's fleetView, brought up to date.
+func (x *hostInfo) view(st *cluster.State) *fleetView {
+	f := x.fv
+	if f == nil {
+		n := len(st.Snap.Hosts)
+		f = &fleetView{pos: st.TrackChanges(), isRun: make([]bool, n), empties: make([][]int32, x.n), at: make([]int32, x.n)}
+		for k := range f.at {
+			f.at[k] = -1
+		}
+		for h := range n {
+			if len(st.VMs(h)) > 0 {
+				f.isRun[h] = true
+				f.running = append(f.running, int32(h))
+			} else {
+				f.addEmpty(x.ids[h], int32(h))
+			}
+		}
+		x.fv = f
+		return f
+	}
+	log := st.Changes()
+	for _, h := range log[f.pos:] {
+		run := len(st.VMs(int(h))) > 0
+		if run == f.isRun[h] {
+			continue
+		}
+		f.isRun[h] = run
+		k := x.ids[h]
+		if run {
+			f.running = insertSorted(f.running, h)
+			f.dropEmpty(k, h)
+		} else {
+			f.running = deleteSorted(f.running, h)
+			f.addEmpty(k, h)
+		}
+	}
+	f.pos = len(log)
+	return f
+}
+
+func (f *fleetView) addEmpty(k, h int32) {
+	if len(f.empties[k]) == 0 {
+		f.at[k] = int32(len(f.active))
+		f.active = append(f.active, k)
+	}
+	f.empties[k] = insertSorted(f.empties[k], h)
+}
+
+func (f *fleetView) dropEmpty(k, h int32) {
+	f.empties[k] = deleteSorted(f.empties[k], h)
+	if len(f.empties[k]) == 0 {
+		i, last := f.at[k], f.active[len(f.active)-1]
+		f.active[i], f.at[last] = last, i
+		f.active = f.active[:len(f.active)-1]
+		f.at[k] = -1
+	}
+}
+
+func insertSorted(l []int32, h int32) []int32 {
+	i, found := slices.BinarySearch(l, h)
+	if found {
+		return l
+	}
+	return slices.Insert(l, i, h)
+}
+
+func deleteSorted(l []int32, h int32) []int32 {
+	if i, found := slices.BinarySearch(l, h); found {
+		return slices.Delete(l, i, i+1)
+	}
+	return l
 }

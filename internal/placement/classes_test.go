@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/headroom/headroom/internal/cluster"
@@ -178,4 +179,74 @@ func pabfdScan(p PABFD, st *cluster.State, v int, excluded []bool) int {
 		best, bestDelta = h, d
 	}
 	return best
+}
+
+// The fleetView a selection reads is kept in step with the State's changes: as
+// VMs are added, removed and moved (hosts filling and emptying), every selection
+// through it must choose as the scan of every host, with the same counts, with
+// and without ExcludeAlso; and the view must list exactly the running hosts and
+// the empty hosts of each class.
+func TestFleetViewFollowsTheState(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 27))
+	_, names := StepNames()
+	moved, emptied := 0, 0
+	for i := range 1500 {
+		st, ch, excl, c := randomSelection(t, rng, names)
+		ref := NewContext(st, c.Z, c.Target)
+		ref.Resources, ref.Peaks, ref.Limits = c.Resources, c.Peaks, c.Limits
+		n := len(st.Snap.Hosts)
+		for round := range 3 * len(st.Snap.VMs) {
+			v := rng.IntN(len(st.Snap.VMs))
+			if round%2 == 1 {
+				seed := rng.Uint64()
+				c.ExcludeAlso = func(v, h int) bool { return (uint64(v*131+h*7)^seed)%4 == 0 }
+				ref.ExcludeAlso = c.ExcludeAlso
+			} else {
+				c.ExcludeAlso, ref.ExcludeAlso = nil, nil
+			}
+			got, gc := ch.Select(c, v, excl, false)
+			want, wc := ch.selectHost(ref, v, excl, false, false)
+			if got != want || RejectionSummary(gc) != RejectionSummary(wc) {
+				t.Fatalf("case %d round %d vm %d: through the view %d (%s), full scan %d (%s)", i, round, v, got, RejectionSummary(gc), want, RejectionSummary(wc))
+			}
+			if c.info != nil {
+				fv := c.info.view(st)
+				var run []int32
+				emp := map[int32][]int32{}
+				for h := range n {
+					if len(st.VMs(h)) > 0 {
+						run = append(run, int32(h))
+					} else {
+						emp[c.classes[h]] = append(emp[c.classes[h]], int32(h))
+					}
+				}
+				if !slices.Equal(run, fv.running) || len(emp) != len(fv.active) {
+					t.Fatalf("case %d round %d: view lists %v running, %d classes with empties; the State %v, %d", i, round, fv.running, len(fv.active), run, len(emp))
+				}
+				for k, l := range emp {
+					if !slices.Equal(l, fv.empties[k]) || fv.active[fv.at[k]] != k {
+						t.Fatalf("case %d round %d class %d: view %v, State %v", i, round, k, fv.empties[k], l)
+					}
+				}
+			}
+			// Move, remove or place a VM.
+			h := st.HostOf(v)
+			switch {
+			case h >= 0 && rng.IntN(3) == 0:
+				st.Remove(v, h)
+				if len(st.VMs(h)) == 0 {
+					emptied++
+				}
+			case h >= 0:
+				st.Remove(v, h)
+				st.Add(v, rng.IntN(n))
+				moved++
+			default:
+				st.Add(v, rng.IntN(n))
+			}
+		}
+	}
+	if moved == 0 || emptied == 0 {
+		t.Fatalf("%d moves, %d hosts emptied: the test checks little", moved, emptied)
+	}
 }
