@@ -461,8 +461,9 @@ func (m *memPeaks) blocks(v, t int) bool {
 		m.vNow, _ = st.VMMomentOf(model.Mem, v, 0)
 		m.vEx = st.PeakExcess(model.Mem, v)
 	}
-	// HostMomentOf(Mem, t, v, 0): the host's sum at step 0, then v's.
-	now := st.HostMoments(model.Mem, t)[0] + m.vNow
+	// HostMomentOf(Mem, t, v, 0): the host's sum at step 0 (the Summary's Mu0,
+	// which the selection's quick checks read next), then v's.
+	now := st.Summary(model.Mem, t).Mu0 + m.vNow
 	return now+m.excess[t]+m.vEx > cp
 }
 
