@@ -61,7 +61,76 @@ func infoOf(st *cluster.State) *hostInfo {
 			return classCache.info[i]
 		}
 	}
-	hs := st.Snap.Hosts
+	ids, n := classIDs(st.Snap.Hosts)
+	x := &hostInfo{ids: ids, n: n}
+	i := classCache.next
+	classCache.next = (i + 1) % len(classCache.st)
+	classCache.st[i], classCache.info[i] = st, x
+	return x
+}
+
+// classIDs numbers hosts by hostClass, in order of first appearance. A fleet has
+// few host types, so a host's type (every field but the utilisation) is found
+// among the types seen so far by comparing fields, and only (type, utilisation)
+// is hashed: hashing the whole class hashed 18 floats per host per State. Types
+// and keys compare with ==, as map keys do (a NaN field makes a class of its own
+// either way), so the classes and their numbers are classIDsPlain's.
+func classIDs(hs []model.Host) ([]int32, int) {
+	type hostType struct {
+		capacity model.Resources
+		pes      int
+		peMIPS   float64
+		power    model.PowerCurve
+	}
+	type key struct {
+		t    int32
+		util float64
+	}
+	ids := make([]int32, len(hs))
+	var types []hostType
+	typeIx := map[hostType]int32{} // once there are many types
+	seen := map[key]int32{}
+	for h := range hs {
+		x := hostType{hs[h].Capacity, hs[h].PEs, hs[h].PEMIPS, hs[h].Power}
+		t := int32(-1)
+		if len(types) <= 16 {
+			for i := range types {
+				if types[i] == x {
+					t = int32(i)
+					break
+				}
+			}
+		} else if i, ok := typeIx[x]; ok {
+			t = i
+		}
+		if t < 0 {
+			t = int32(len(types))
+			types = append(types, x)
+			if len(types) > 16 {
+				if len(types) == 17 {
+					for i := range types {
+						if _, ok := typeIx[types[i]]; !ok {
+							typeIx[types[i]] = int32(i)
+						}
+					}
+				} else {
+					typeIx[x] = t
+				}
+			}
+		}
+		k := key{t, hs[h].Util}
+		id, ok := seen[k]
+		if !ok {
+			id = int32(len(seen))
+			seen[k] = id
+		}
+		ids[h] = id
+	}
+	return ids, len(seen)
+}
+
+// classIDsPlain is classIDs as first written, for the tests.
+func classIDsPlain(hs []model.Host) ([]int32, int) {
 	ids := make([]int32, len(hs))
 	seen := map[hostClass]int32{}
 	for h := range hs {
@@ -73,11 +142,7 @@ func infoOf(st *cluster.State) *hostInfo {
 		}
 		ids[h] = id
 	}
-	x := &hostInfo{ids: ids, n: len(seen)}
-	i := classCache.next
-	classCache.next = (i + 1) % len(classCache.st)
-	classCache.st[i], classCache.info[i] = st, x
-	return x
+	return ids, len(seen)
 }
 
 // pabfd fills powerNow and monotone once (the chain's searches need neither).

@@ -250,3 +250,46 @@ func TestFleetViewFollowsTheState(t *testing.T) {
 		t.Fatalf("%d moves, %d hosts emptied: the test checks little", moved, emptied)
 	}
 }
+
+// classIDs finds a host's type by comparing fields and hashes only (type,
+// utilisation); it must number hosts as hashing the whole class does, for few
+// and many types, repeated utilisations, NaN and signed zeros.
+func TestClassIDsAsThePlainHash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 11))
+	for i := range 500 {
+		nTypes := 1 + rng.IntN(40)
+		types := make([]model.Host, nTypes)
+		for k := range types {
+			types[k] = model.Host{Capacity: model.Resources{CPU: float64(1 + rng.IntN(3)), Mem: float64(rng.IntN(2))},
+				PEs: 1 + rng.IntN(2), PEMIPS: float64(rng.IntN(3))}
+			for j := range types[k].Power {
+				types[k].Power[j] = float64(rng.IntN(2))
+			}
+			switch rng.IntN(10) {
+			case 0:
+				types[k].PEMIPS = math.NaN()
+			case 1:
+				types[k].Capacity.Net = math.Copysign(0, -1)
+			}
+		}
+		hs := make([]model.Host, 1+rng.IntN(300))
+		for h := range hs {
+			hs[h] = types[rng.IntN(nTypes)]
+			switch rng.IntN(6) {
+			case 0:
+				hs[h].Util = rng.Float64()
+			case 1:
+				hs[h].Util = math.NaN()
+			case 2:
+				hs[h].Util = math.Copysign(0, -1)
+			default:
+				hs[h].Util = float64(rng.IntN(3)) / 4
+			}
+		}
+		got, gn := classIDs(hs)
+		want, wn := classIDsPlain(hs)
+		if gn != wn || !slices.Equal(got, want) {
+			t.Fatalf("case %d: classIDs %v (%d), plain %v (%d)", i, got, gn, want, wn)
+		}
+	}
+}
