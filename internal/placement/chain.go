@@ -400,7 +400,11 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 	c.reps = reps
 	at := st.HostOf(v)
 	best, bestScore := -1, math.Inf(-1)
-	visit := func(h int, class int32) {
+	// visit makes the checks of the scan of every host on h. also is whether
+	// ExcludeAlso is still to be asked of h: it is asked only where it decides
+	// something, since a host it excludes is neither counted nor chosen, and one
+	// that cannotWin passes over is neither either.
+	visit := func(h int, class int32, also bool) {
 		if class >= 0 {
 			c.empty.first(class)
 		}
@@ -409,6 +413,9 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 		}
 		if capIx >= 0 {
 			if _, ok := st.NoRoomFor(v, h, c.vmNeed); !ok || c.quickReject(v, h) {
+				if also && c.ExcludeAlso(v, h) {
+					return
+				}
 				counts[capIx]++
 				if class >= 0 {
 					c.empty.rejected[class] = capIx
@@ -418,7 +425,12 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 			if best >= 0 && ch.cannotWin(c, v, h, bestScore, wsum) {
 				return
 			}
+			if also && c.ExcludeAlso(v, h) {
+				return
+			}
 			c.checkedH = h
+		} else if also && c.ExcludeAlso(v, h) {
+			return
 		}
 		for i, f := range ch.Filters {
 			if why := f.Reject(c, v, h); why != "" {
@@ -443,16 +455,16 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 	j := 0
 	for _, h := range fv.running {
 		for j < len(reps) && reps[j] < h {
-			visit(int(reps[j]), c.classes[reps[j]])
+			visit(int(reps[j]), c.classes[reps[j]], false) // out(reps[j]) is false
 			j++
 		}
-		if out(h) {
+		if excluded != nil && excluded[h] {
 			continue
 		}
-		visit(int(h), -1)
+		visit(int(h), -1, c.ExcludeAlso != nil)
 	}
 	for ; j < len(reps); j++ {
-		visit(int(reps[j]), c.classes[reps[j]])
+		visit(int(reps[j]), c.classes[reps[j]], false)
 	}
 	// The other empty hosts of a rejected class fare as its first.
 	for _, r := range reps {
