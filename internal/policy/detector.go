@@ -100,8 +100,9 @@ func (d LR) Name() string {
 }
 
 func (d LR) Overloaded(st *cluster.State, h, v int) bool {
-	hist := st.History(h, v)
-	if len(hist) < lrWindow {
+	// The last lrWindow values of History(h, v), formed without the rest.
+	var hist [lrWindow]float64
+	if !st.RecentHistory(h, v, hist[:]) {
 		return fallback.Overloaded(st, h, v)
 	}
 	// x = 1..10 oldest to newest; hist is newest first.
@@ -121,11 +122,11 @@ func (d LR) Overloaded(st *cluster.State, h, v int) bool {
 	return (icept+slope*(n+steps))*d.S >= 1
 }
 
+// maxMigrationSeconds is the longest MigrationSeconds off h of its VMs and v:
+// the host's part is kept in the State until its VM list changes (max is
+// associative, so adding v's last gives the loop's value).
 func maxMigrationSeconds(st *cluster.State, h, v int) float64 {
-	m := 0.0
-	for _, x := range st.VMs(h) {
-		m = max(m, st.MigrationSeconds(x, h))
-	}
+	m := st.HostMaxMigrationSeconds(h)
 	if v >= 0 {
 		m = max(m, st.MigrationSeconds(v, h))
 	}
