@@ -15,16 +15,19 @@ import (
 // emptied). It finds the very host PABFD.Find finds with the same exclusions,
 // without looking at every host.
 //
-// The rise of a running host's power is at least a floor (powerDeltaFloor):
-// P(a + x) - P(u), a the share of CPU its scheduler hands out, x the VM's
-// share, u its measured utilisation. Written as [P(a + x) - P(a)] + [P(a) -
-// P(u)], the first part depends on the host only through a, so over hosts of one
-// power curve and capacity whose a lies in a narrow bucket it is at least its
-// least value over the bucket (computed per search, at the ends and the curve's
-// breaks); the second part, the host's key, is at least the least key the group
-// has seen. Buckets are looked at in order of that bound, and once it exceeds the
-// best rise found the rest cannot win. The hosts in the buckets looked at are
-// checked exactly as PABFD checks them; a tie goes to the lowest index as there.
+// The rise of a running host's power is P(a + x) - P(u), a the share of its CPU
+// in use (cluster.State.InUse, kept per host), x the VM's share, u its measured
+// utilisation. Written as [P(a + x) - P(a)] + [P(a) - P(u)], the first part
+// depends on the host only through a, so over hosts of one power curve and
+// capacity whose a lies in a narrow bucket it is at least its least value over
+// the bucket (computed per search, at the ends and the curve's breaks); the
+// second part, the host's key, is kept beside it in the bucket, and the least
+// key the bucket has held since it was last empty bounds them all. Buckets are
+// looked at in order of that bound, and once it exceeds the best rise found the
+// rest cannot win; within a bucket a host whose own bound (the bucket's first
+// part plus its key) exceeds the best rise is passed over unread. The hosts left
+// are checked exactly as PABFD checks them; a tie goes to the lowest index as
+// there.
 // Empty hosts fare alike within a class (see hostClass), so only the first of
 // each class not excluded is checked; hosts whose floor is unknown (no CPU
 // capacity, a power curve that falls, no CPU to hand out) are checked always.
@@ -41,7 +44,8 @@ type PABFDIndex struct {
 	grp  []int32 // its group (-1: none)
 
 	groups  []pgroup
-	buckets [][]int32
+	buckets [][]bentry
+	bmin    []float64 // per bucket: the least key it held since it was last empty
 	always  []int32
 	empty   [][]int32 // per class, the empty hosts not excluded, by index
 	// The classes with an empty host not excluded, and each one's place in it:
@@ -70,14 +74,19 @@ const (
 const nBuckets = 64
 
 type pgroup struct {
-	c      float64
-	p      model.PowerCurve
-	keyMin float64
+	c float64
+	p model.PowerCurve
 }
 
 type bucketBound struct {
-	lb float64
-	b  int32
+	lb, rf float64 // the bucket's bound, and its first part
+	b      int32
+}
+
+// bentry is a host in a bucket with its key, P(a) - P(u).
+type bentry struct {
+	key float64
+	h   int32
 }
 
 // NewPABFDIndex indexes st's hosts for det; excluded (nil: none) is copied.
@@ -119,14 +128,18 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 				if !ok {
 					g = int32(len(ix.groups))
 					gs[key] = g
-					ix.groups = append(ix.groups, pgroup{c: key.c, p: key.p, keyMin: math.Inf(1)})
+					ix.groups = append(ix.groups, pgroup{c: key.c, p: key.p})
 				}
 				byClass[k] = g
 			}
 		}
 		ix.grp[h] = byClass[k]
 	}
-	ix.buckets = make([][]int32, len(ix.groups)*nBuckets)
+	ix.buckets = make([][]bentry, len(ix.groups)*nBuckets)
+	ix.bmin = make([]float64, len(ix.buckets))
+	for b := range ix.bmin {
+		ix.bmin[b] = math.Inf(1)
+	}
 	for h := range st.Snap.Hosts {
 		ix.add(h)
 	}
@@ -171,17 +184,15 @@ func (ix *PABFDIndex) add(h int) {
 		ix.kind[h] = kindEmpty
 		return
 	}
-	g := ix.grp[h]
-	avail := st.Available(h)
-	if g >= 0 && avail > 0 {
+	if g := ix.grp[h]; g >= 0 {
 		gr := &ix.groups[g]
-		a := (gr.c - avail) / gr.c
+		a := st.InUse(h) / gr.c
 		key := gr.p.Power(a) - ix.info.powerNow[h]
 		if a >= 0 && a <= 1 && !math.IsNaN(key) {
-			gr.keyMin = min(gr.keyMin, key)
 			b := int32(g)*nBuckets + int32(min(int(a*nBuckets), nBuckets-1))
+			ix.bmin[b] = min(ix.bmin[b], key)
 			ix.kind[h], ix.buck[h], ix.pos[h] = kindBucket, b, int32(len(ix.buckets[b]))
-			ix.buckets[b] = append(ix.buckets[b], int32(h))
+			ix.buckets[b] = append(ix.buckets[b], bentry{key, int32(h)})
 			return
 		}
 	}
@@ -203,7 +214,13 @@ func (ix *PABFDIndex) remove(h int) {
 		ix.always = swapRemove(ix.always, ix.pos, h)
 	case kindBucket:
 		b := ix.buck[h]
-		ix.buckets[b] = swapRemove(ix.buckets[b], ix.pos, h)
+		l := ix.buckets[b]
+		i, last := ix.pos[h], l[len(l)-1]
+		l[i], ix.pos[last.h] = last, i
+		ix.buckets[b] = l[:len(l)-1]
+		if len(l) == 1 {
+			ix.bmin[b] = math.Inf(1)
+		}
 	}
 	ix.kind[h] = kindNone
 }
@@ -228,16 +245,11 @@ func (ix *PABFDIndex) Find(v int) int {
 	// try checks h as PABFD does, in any order: the smallest rise wins, a tie
 	// the lowest index.
 	try := func(h int) {
-		if bestDelta < math.MaxFloat64 {
-			if f := info.floor(st, need.CPU, h); f > bestDelta || f == bestDelta && h > best {
-				return
-			}
-		}
-		if _, ok := st.NoRoomFor(v, h, need); !ok {
-			return
-		}
 		d := info.delta(st, need.CPU, h)
 		if d > bestDelta || d == bestDelta && h > best {
+			return
+		}
+		if _, ok := st.NoRoomFor(v, h, need); !ok {
 			return
 		}
 		if st.InUse(h) != 0 && ix.det.Overloaded(st, h, v) {
@@ -260,8 +272,8 @@ func (ix *PABFDIndex) Find(v int) int {
 			if len(ix.buckets[base+b]) == 0 {
 				continue
 			}
-			lb := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets) + gr.keyMin
-			ix.order = append(ix.order, bucketBound{lb, base + b})
+			rf := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets)
+			ix.order = append(ix.order, bucketBound{rf + ix.bmin[base+b], rf, base + b})
 		}
 	}
 	slices.SortFunc(ix.order, func(a, b bucketBound) int { return cmp.Compare(a.lb, b.lb) })
@@ -269,15 +281,21 @@ func (ix *PABFDIndex) Find(v int) int {
 		if o.lb > bestDelta {
 			break // every host left has a floor above the best
 		}
-		for _, h := range ix.buckets[o.b] {
-			try(int(h))
+		for _, e := range ix.buckets[o.b] {
+			// At most the host's rise (see riseFloor): above the best, it
+			// cannot win.
+			if o.rf+e.key <= bestDelta {
+				try(int(e.h))
+			}
 		}
 	}
 	return best
 }
 
-// riseFloor is at most powerDeltaFloor's P(a + x - slack) - P(a) - slack(1 +
-// p[10]) for any a in [lo, hi], on a nondecreasing curve p: that difference is
+// riseFloor is at most P(a + x - slack) - P(a) - slack(1 + p[10]) for any a in
+// [lo, hi], on a nondecreasing curve p, and so at most P((I + X)/c) - P(I/c)
+// for a host with I/c in [lo, hi] and a VM with X/c = x (the slack is far
+// above the rounding of those quotients): that difference is
 // piecewise linear in a, so its least value is at an end or at a break (a or
 // a + x - slack on one of the curve's points). The margin covers rounding, and
 // -Inf is returned if anything is not a number.

@@ -9,8 +9,9 @@ import (
 
 // The index must find the very host a plain scan finds (pabfdScan, PABFD's
 // checks in index order) with the same exclusions, while hosts fill and empty
-// and the exclusions grow; and each bucket's bound must be at most the floor of
-// every host in it, which is what lets the search stop early.
+// and the exclusions grow; and each bucket's bound must be at most the bound of
+// every host in it, and that at most the host's rise, which is what lets the
+// search stop early and pass hosts over.
 func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 11))
 	found, bounded := 0, 0
@@ -41,11 +42,17 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 			for g := range ix.groups {
 				gr := &ix.groups[g]
 				for b := range nBuckets {
-					lb := riseFloor(&gr.p, need/gr.c, float64(b)/nBuckets, float64(b+1)/nBuckets) + gr.keyMin
-					for _, h := range ix.buckets[g*nBuckets+b] {
+					rf := riseFloor(&gr.p, need/gr.c, float64(b)/nBuckets, float64(b+1)/nBuckets)
+					lb := rf + ix.bmin[g*nBuckets+b]
+					for _, e := range ix.buckets[g*nBuckets+b] {
+						h := int(e.h)
 						bounded++
-						if f := ix.info.floor(st, need, int(h)); lb > f {
-							t.Fatalf("case %d vm %d host %d: bucket bound %g above the floor %g", i, v, h, lb, f)
+						if key := gr.p.Power(st.InUse(h)/gr.c) - ix.info.powerNow[h]; key != e.key {
+							t.Fatalf("case %d vm %d host %d: key %g kept, %g afresh", i, v, h, e.key, key)
+						}
+						d := ix.info.delta(st, need, h)
+						if lb > rf+e.key || rf+e.key > d {
+							t.Fatalf("case %d vm %d host %d: bucket bound %g, host bound %g, rise %g", i, v, h, lb, rf+e.key, d)
 						}
 					}
 				}
