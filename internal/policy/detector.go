@@ -82,7 +82,7 @@ func (d MAD) Overloaded(st *cluster.State, h, v int) bool {
 }
 
 // lrWindow is how many recent values the regression sees.
-const lrWindow = 10
+const lrWindow = cluster.RecentWindow
 
 // LR: a least-squares line through the last 10 utilisation values, extrapolated past
 // the longest migration off the host; overloaded when S times it reaches 1. CloudSim's
@@ -100,6 +100,9 @@ func (d LR) Name() string {
 }
 
 func (d LR) Overloaded(st *cluster.State, h, v int) bool {
+	if over, sure := d.settled(st, h, v); sure {
+		return over
+	}
 	// The last lrWindow values of History(h, v), formed without the rest.
 	var hist [lrWindow]float64
 	if !st.RecentHistory(h, v, hist[:]) {
@@ -120,6 +123,39 @@ func (d LR) Overloaded(st *cluster.State, h, v int) bool {
 	icept := (sy - slope*sx) / n
 	steps := math.Ceil(maxMigrationSeconds(st, h, v) / st.Snap.Interval)
 	return (icept+slope*(n+steps))*d.S >= 1
+}
+
+// settled decides from the host's kept sums (cluster.State.RecentSums) when
+// the line they give is far enough from the threshold that the rounding of
+// History's values and of the fit cannot take it across: the exact fit would
+// decide the same. CloudSim's best fit runs the detector on every host that
+// would win but for it, and most are far from the threshold.
+func (d LR) settled(st *cluster.State, h, v int) (over, sure bool) {
+	if !(d.S > 0) || math.IsInf(d.S, 0) {
+		return false, false
+	}
+	sy, sxy, l1, ok := st.RecentSums(h, v)
+	if !ok {
+		return false, false
+	}
+	steps := math.Ceil(maxMigrationSeconds(st, h, v) / st.Snap.Interval)
+	if !(steps >= 0) || math.IsInf(steps, 0) {
+		return false, false
+	}
+	n := float64(lrWindow)
+	sx, sxx := n*(n+1)/2, n*(n+1)*(2*n+1)/6
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	pred := (sy-slope*sx)/n + slope*(n+steps)
+	// Rounding moves the fit by far less than 1e-13 (l1 + 1) (n + 1 +
+	// steps); the margin is ten thousand times that.
+	margin := 1e-9 * (1 + l1) * (n + 1 + steps)
+	switch {
+	case (pred-margin)*d.S >= 1+1e-9:
+		return true, true
+	case (pred+margin)*d.S < 1-1e-9:
+		return false, true
+	}
+	return false, false
 }
 
 // maxMigrationSeconds is the longest MigrationSeconds off h of its VMs and v:

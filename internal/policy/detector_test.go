@@ -104,3 +104,71 @@ func TestLRCachedDecidesAsPlain(t *testing.T) {
 		t.Fatalf("%d of %d calls overloaded: the test does not tell", over, calls)
 	}
 }
+
+// lrPredPlain is the line lrPlain extrapolates (S = 1), and whether lrPlain
+// takes the regression at all.
+func lrPredPlain(st *cluster.State, h, v int) (float64, bool) {
+	hist := st.History(h, v)
+	if len(hist) < lrWindow {
+		return 0, false
+	}
+	var sx, sy, sxx, sxy float64
+	for i := 0; i < lrWindow; i++ {
+		x := float64(i + 1)
+		y := hist[lrWindow-1-i]
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	n := float64(lrWindow)
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	icept := (sy - slope*sx) / n
+	steps := math.Ceil(maxMigrationSeconds(st, h, v) / st.Snap.Interval)
+	return icept + slope*(n+steps), true
+}
+
+// The shortcut (settled) must decide as the plain fit even when the line is
+// next to the threshold: S is set so that S times the line is 1 within a few
+// units of rounding, and further off, on both sides. It must also settle most
+// calls far from it, or it would save nothing.
+func TestLRSettledDecidesAsPlainNearTheThreshold(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 21))
+	sure, unsure := 0, 0
+	for trial := range 300 {
+		st := randomLRState(rng)
+		hosts, vms := len(st.Snap.Hosts), len(st.Snap.VMs)
+		for op := range 20 {
+			for h := range hosts {
+				for v := -1; v < vms; v++ {
+					pred, ok := lrPredPlain(st, h, v)
+					if !ok || !(pred > 0) {
+						continue
+					}
+					for _, rel := range []float64{0, 1e-16, -1e-16, 3e-16, -3e-16, 1e-12, -1e-12, 1e-9, -1e-9, 1e-6, -1e-6, 0.1, -0.1} {
+						d := LR{S: 1 / pred * (1 + rel)}
+						got, want := d.Overloaded(st, h, v), lrPlain(d, st, h, v)
+						if got != want {
+							t.Fatalf("trial %d op %d: host %d vm %d S %v: cached %v, plain %v", trial, op, h, v, d.S, got, want)
+						}
+						if _, s := d.settled(st, h, v); s {
+							sure++
+						} else {
+							unsure++
+						}
+					}
+				}
+			}
+			v := rng.IntN(vms)
+			if h := st.HostOf(v); h >= 0 {
+				st.Remove(v, h)
+			} else {
+				st.Add(v, rng.IntN(hosts))
+			}
+		}
+	}
+	if sure == 0 || unsure == 0 {
+		t.Fatalf("settled %d, left to the plain fit %d: the test does not tell", sure, unsure)
+	}
+	t.Logf("settled %d, left to the plain fit %d", sure, unsure)
+}
