@@ -12,6 +12,11 @@ type lrCache struct {
 	sy, sxy, l1 []float64
 	long        []bool // the host's own value at RecentWindow-1 is above 0
 	sumOK       []bool
+	// The last VM's own sums (a best-fit search asks for one VM on many
+	// hosts): lastV is that VM + 1 (0: none); its history does not change.
+	lastV          int
+	vsy, vsxy, vl1 float64
+	vGood          bool
 }
 
 func (st *State) lrStale(h int) {
@@ -77,19 +82,25 @@ func (st *State) RecentSums(h, v int) (sy, sxy, l1 float64, ok bool) {
 		if !(w >= 0) || math.IsInf(w, 0) {
 			return 0, 0, 0, false
 		}
-		var a, b, m float64
-		for i, u := range vm.History[:min(len(vm.History), RecentWindow)] {
-			// A value below 0 could bring the host's value at
-			// RecentWindow-1 to 0 and shorten the history.
-			if !(u >= 0) || math.IsInf(u, 0) {
-				return 0, 0, 0, false
+		if c.lastV != v+1 {
+			c.lastV, c.vsy, c.vsxy, c.vl1, c.vGood = v+1, 0, 0, 0, true
+			for i, u := range vm.History[:min(len(vm.History), RecentWindow)] {
+				// A value below 0 could bring the host's value at
+				// RecentWindow-1 to 0 and shorten the history.
+				if !(u >= 0) || math.IsInf(u, 0) {
+					c.vGood = false
+					break
+				}
+				x := float64(RecentWindow - i) // the newest is x = RecentWindow
+				c.vsy += u
+				c.vsxy += x * u
+				c.vl1 += u
 			}
-			x := float64(RecentWindow - i) // the newest is x = RecentWindow
-			a += u
-			b += x * u
-			m += u
 		}
-		sy, sxy, l1 = sy+w*a, sxy+w*b, l1+w*m
+		if !c.vGood {
+			return 0, 0, 0, false
+		}
+		sy, sxy, l1 = sy+w*c.vsy, sxy+w*c.vsxy, l1+w*c.vl1
 	}
 	if math.IsNaN(sy+sxy+l1) || math.IsInf(sy+sxy+l1, 0) {
 		return 0, 0, 0, false

@@ -21,13 +21,13 @@ import (
 // depends on the host only through a, so over hosts of one power curve and
 // capacity whose a lies in a narrow bucket it is at least its least value over
 // the bucket (computed per search, at the ends and the curve's breaks); the
-// second part, the host's key, is kept beside it in the bucket, and the least
-// key the bucket has held since it was last empty bounds them all. Buckets are
-// looked at in order of that bound, and once it exceeds the best rise found the
-// rest cannot win; within a bucket a host whose own bound (the bucket's first
-// part plus its key) exceeds the best rise is passed over unread. The hosts left
-// are checked exactly as PABFD checks them; a tie goes to the lowest index as
-// there.
+// second part, the host's key, is kept beside it in the bucket, which is kept
+// in order of key, so its first key bounds them all. Buckets are looked at in
+// order of that bound, and once it exceeds the best rise found the rest cannot
+// win; within a bucket the hosts are looked at in order of their own bound (the
+// bucket's first part plus the key) until it exceeds the best rise. The hosts
+// looked at are checked exactly as PABFD checks them; a tie goes to the lowest
+// index as there.
 // Empty hosts fare alike within a class (see hostClass), so only the first of
 // each class not excluded is checked; hosts whose floor is unknown (no CPU
 // capacity, a power curve that falls, no CPU to hand out) are checked always.
@@ -44,8 +44,8 @@ type PABFDIndex struct {
 	grp  []int32 // its group (-1: none)
 
 	groups  []pgroup
-	buckets [][]bentry
-	bmin    []float64 // per bucket: the least key it held since it was last empty
+	buckets [][]bentry // each by key, then host index
+	hkey    []float64  // per host in a bucket: its key there
 	always  []int32
 	empty   [][]int32 // per class, the empty hosts not excluded, by index
 	// The classes with an empty host not excluded, and each one's place in it:
@@ -136,10 +136,7 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 		ix.grp[h] = byClass[k]
 	}
 	ix.buckets = make([][]bentry, len(ix.groups)*nBuckets)
-	ix.bmin = make([]float64, len(ix.buckets))
-	for b := range ix.bmin {
-		ix.bmin[b] = math.Inf(1)
-	}
+	ix.hkey = make([]float64, n)
 	for h := range st.Snap.Hosts {
 		ix.add(h)
 	}
@@ -190,9 +187,10 @@ func (ix *PABFDIndex) add(h int) {
 		key := gr.p.Power(a) - ix.info.powerNow[h]
 		if a >= 0 && a <= 1 && !math.IsNaN(key) {
 			b := int32(g)*nBuckets + int32(min(int(a*nBuckets), nBuckets-1))
-			ix.bmin[b] = min(ix.bmin[b], key)
-			ix.kind[h], ix.buck[h], ix.pos[h] = kindBucket, b, int32(len(ix.buckets[b]))
-			ix.buckets[b] = append(ix.buckets[b], bentry{key, int32(h)})
+			e := bentry{key, int32(h)}
+			i, _ := slices.BinarySearchFunc(ix.buckets[b], e, cmpEntry)
+			ix.buckets[b] = slices.Insert(ix.buckets[b], i, e)
+			ix.kind[h], ix.buck[h], ix.hkey[h] = kindBucket, b, key
 			return
 		}
 	}
@@ -214,15 +212,20 @@ func (ix *PABFDIndex) remove(h int) {
 		ix.always = swapRemove(ix.always, ix.pos, h)
 	case kindBucket:
 		b := ix.buck[h]
-		l := ix.buckets[b]
-		i, last := ix.pos[h], l[len(l)-1]
-		l[i], ix.pos[last.h] = last, i
-		ix.buckets[b] = l[:len(l)-1]
-		if len(l) == 1 {
-			ix.bmin[b] = math.Inf(1)
+		if i, ok := slices.BinarySearchFunc(ix.buckets[b], bentry{ix.hkey[h], int32(h)}, cmpEntry); ok {
+			ix.buckets[b] = slices.Delete(ix.buckets[b], i, i+1)
 		}
 	}
 	ix.kind[h] = kindNone
+}
+
+// cmpEntry orders a bucket: by key, then by host index. Keys are numbers
+// (a host whose key is not one is not in a bucket).
+func cmpEntry(a, b bentry) int {
+	if c := cmp.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.h, b.h)
 }
 
 func swapRemove(l []int32, pos []int32, h int) []int32 {
@@ -273,7 +276,7 @@ func (ix *PABFDIndex) Find(v int) int {
 				continue
 			}
 			rf := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets)
-			ix.order = append(ix.order, bucketBound{rf + ix.bmin[base+b], rf, base + b})
+			ix.order = append(ix.order, bucketBound{rf + ix.buckets[base+b][0].key, rf, base + b})
 		}
 	}
 	slices.SortFunc(ix.order, func(a, b bucketBound) int { return cmp.Compare(a.lb, b.lb) })
@@ -283,10 +286,11 @@ func (ix *PABFDIndex) Find(v int) int {
 		}
 		for _, e := range ix.buckets[o.b] {
 			// At most the host's rise (see riseFloor): above the best, it
-			// cannot win.
-			if o.rf+e.key <= bestDelta {
-				try(int(e.h))
+			// cannot win, nor can the hosts after it in the bucket.
+			if o.rf+e.key > bestDelta {
+				break
 			}
+			try(int(e.h))
 		}
 	}
 	return best

@@ -1,7 +1,9 @@
 package placement
 
 import (
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/headroom/headroom/internal/policy"
@@ -43,8 +45,15 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 				gr := &ix.groups[g]
 				for b := range nBuckets {
 					rf := riseFloor(&gr.p, need/gr.c, float64(b)/nBuckets, float64(b+1)/nBuckets)
-					lb := rf + ix.bmin[g*nBuckets+b]
-					for _, e := range ix.buckets[g*nBuckets+b] {
+					l := ix.buckets[g*nBuckets+b]
+					if !slices.IsSortedFunc(l, cmpEntry) {
+						t.Fatalf("case %d vm %d: bucket %d out of order", i, v, b)
+					}
+					lb := math.Inf(1)
+					if len(l) > 0 {
+						lb = rf + l[0].key
+					}
+					for _, e := range l {
 						h := int(e.h)
 						bounded++
 						if key := gr.p.Power(st.InUse(h)/gr.c) - ix.info.powerNow[h]; key != e.key {
