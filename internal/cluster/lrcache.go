@@ -17,6 +17,8 @@ type lrCache struct {
 	lastV          int
 	vsy, vsxy, vl1 float64
 	vGood          bool
+	maxAll         float64 // MaxMigrationSeconds, valid while maxAllOK
+	maxAllOK       bool
 }
 
 func (st *State) lrStale(h int) {
@@ -167,4 +169,41 @@ func (st *State) RecentHistory(h, v int, dst []float64) bool {
 		dst[i] = at(i)
 	}
 	return true
+}
+
+// MaxMigrationSeconds is at least MigrationSeconds(v, h) for every VM v and
+// host h of the snapshot (+Inf when it cannot tell); it is worked out once.
+func (st *State) MaxMigrationSeconds() float64 {
+	c := st.lrCache()
+	if !c.maxAllOK {
+		bwMin := math.Inf(1)
+		for h := range st.Snap.Hosts {
+			bw := st.Snap.Hosts[h].Capacity.Net / 2 / 1000
+			if math.IsNaN(bw) {
+				bwMin = math.NaN()
+				break
+			}
+			if bw > 0 {
+				bwMin = min(bwMin, bw)
+			}
+		}
+		m := 0.0
+		for v := range st.vmMigSecs {
+			s := st.vmMigSecs[v]
+			if !(s > 0) {
+				if math.IsNaN(s) {
+					m = math.Inf(1)
+					break
+				}
+				s = st.vmMem[v] / bwMin // a division by a smaller bw gives no less
+			}
+			if math.IsNaN(s) {
+				m = math.Inf(1)
+				break
+			}
+			m = max(m, s)
+		}
+		c.maxAll, c.maxAllOK = m, true
+	}
+	return c.maxAll
 }

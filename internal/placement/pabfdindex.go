@@ -55,6 +55,9 @@ type PABFDIndex struct {
 	emptyPos     []int32
 
 	order []bucketBound
+	// lr is det when it is CloudSim's LR: a host it is sure to call
+	// overloaded with the VM (policy.LR.HostFloor) is then passed over unread.
+	lr *policy.LR
 	// plain: some host's power curve, utilisation or capacity is not a number,
 	// where the order of the checks could matter; search as PABFD does.
 	plain bool
@@ -80,13 +83,15 @@ type pgroup struct {
 
 type bucketBound struct {
 	lb, rf float64 // the bucket's bound, and its first part
+	cv     float64 // the group's VMFloor for this search
 	b      int32
 }
 
-// bentry is a host in a bucket with its key, P(a) - P(u).
+// bentry is a host in a bucket with its key, P(a) - P(u), and its LR floor
+// (policy.LR.HostFloor; -Inf when there is none or the host uses no CPU).
 type bentry struct {
-	key float64
-	h   int32
+	key, lo float64
+	h       int32
 }
 
 // NewPABFDIndex indexes st's hosts for det; excluded (nil: none) is copied.
@@ -99,6 +104,9 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 		empty: make([][]int32, info.n), emptyPos: make([]int32, info.n)}
 	if excluded != nil {
 		copy(ix.excl, excluded)
+	}
+	if lr, ok := det.(policy.LR); ok {
+		ix.lr = &lr
 	}
 	type gk struct {
 		c float64
@@ -187,7 +195,10 @@ func (ix *PABFDIndex) add(h int) {
 		key := gr.p.Power(a) - ix.info.powerNow[h]
 		if a >= 0 && a <= 1 && !math.IsNaN(key) {
 			b := int32(g)*nBuckets + int32(min(int(a*nBuckets), nBuckets-1))
-			e := bentry{key, int32(h)}
+			e := bentry{key, math.Inf(-1), int32(h)}
+			if ix.lr != nil && st.InUse(h) != 0 {
+				e.lo = ix.lr.HostFloor(st, h)
+			}
 			i, _ := slices.BinarySearchFunc(ix.buckets[b], e, cmpEntry)
 			ix.buckets[b] = slices.Insert(ix.buckets[b], i, e)
 			ix.kind[h], ix.buck[h], ix.hkey[h] = kindBucket, b, key
@@ -212,7 +223,7 @@ func (ix *PABFDIndex) remove(h int) {
 		ix.always = swapRemove(ix.always, ix.pos, h)
 	case kindBucket:
 		b := ix.buck[h]
-		if i, ok := slices.BinarySearchFunc(ix.buckets[b], bentry{ix.hkey[h], int32(h)}, cmpEntry); ok {
+		if i, ok := slices.BinarySearchFunc(ix.buckets[b], bentry{key: ix.hkey[h], h: int32(h)}, cmpEntry); ok {
 			ix.buckets[b] = slices.Delete(ix.buckets[b], i, i+1)
 		}
 	}
@@ -270,13 +281,17 @@ func (ix *PABFDIndex) Find(v int) int {
 	for g := range ix.groups {
 		gr := &ix.groups[g]
 		x := need.CPU / gr.c
+		cv := math.Inf(-1)
+		if ix.lr != nil {
+			cv = ix.lr.VMFloor(st, v, gr.c)
+		}
 		base := int32(g) * nBuckets
 		for b := range int32(nBuckets) {
 			if len(ix.buckets[base+b]) == 0 {
 				continue
 			}
 			rf := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets)
-			ix.order = append(ix.order, bucketBound{rf + ix.buckets[base+b][0].key, rf, base + b})
+			ix.order = append(ix.order, bucketBound{rf + ix.buckets[base+b][0].key, rf, cv, base + b})
 		}
 	}
 	slices.SortFunc(ix.order, func(a, b bucketBound) int { return cmp.Compare(a.lb, b.lb) })
@@ -289,6 +304,9 @@ func (ix *PABFDIndex) Find(v int) int {
 			// cannot win, nor can the hosts after it in the bucket.
 			if o.rf+e.key > bestDelta {
 				break
+			}
+			if ix.lr != nil && (e.lo+o.cv)*ix.lr.S >= 1+1e-9 {
+				continue // LR is sure to call it overloaded with v
 			}
 			try(int(e.h))
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/headroom/headroom/internal/cluster"
 	"github.com/headroom/headroom/internal/policy"
 )
 
@@ -16,13 +17,28 @@ import (
 // search stop early and pass hosts over.
 func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 11))
-	found, bounded := 0, 0
+	found, bounded, passed := 0, 0, 0
 	for i := range 3000 {
 		st := randomState(rng)
 		n := len(st.Snap.Hosts)
 		var det policy.Detector = policy.Threshold{T: 0.5 + 0.5*rng.Float64()}
 		if rng.IntN(2) == 0 {
-			det = policy.LR{S: 1.2}
+			det = policy.LR{S: []float64{1.2, 0.8, 2}[rng.IntN(3)]}
+			if rng.IntN(3) > 0 {
+				// Histories long enough for LR's fit (so that its floors
+				// pass hosts over), some with a zero now and then.
+				for v := range st.Snap.VMs {
+					vm := &st.Snap.VMs[v]
+					for len(vm.History) < 10+rng.IntN(5) {
+						u := rng.Float64()
+						if rng.IntN(10) == 0 {
+							u = 0
+						}
+						vm.History = append(vm.History, u)
+					}
+				}
+				st = cluster.New(st.Snap, st.Forecasts)
+			}
 		}
 		p := PABFD{Detector: det}
 		excl := make([]bool, n)
@@ -60,6 +76,14 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 							t.Fatalf("case %d vm %d host %d: key %g kept, %g afresh", i, v, h, e.key, key)
 						}
 						d := ix.info.delta(st, need, h)
+						if ix.lr != nil && e.lo > math.Inf(-1) {
+							if (e.lo+ix.lr.VMFloor(st, v, gr.c))*ix.lr.S >= 1+1e-9 {
+								passed++
+								if _, ok := st.NoRoomFor(v, h, st.Need(v)); ok && !det.Overloaded(st, h, v) {
+									t.Fatalf("case %d vm %d host %d: passed over, but LR does not call it overloaded", i, v, h)
+								}
+							}
+						}
 						if lb > rf+e.key || rf+e.key > d {
 							t.Fatalf("case %d vm %d host %d: bucket bound %g, host bound %g, rise %g", i, v, h, lb, rf+e.key, d)
 						}
@@ -84,7 +108,7 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 			}
 		}
 	}
-	if found == 0 || bounded == 0 {
-		t.Fatalf("%d finds placed, %d bucket bounds checked: the test checks nothing", found, bounded)
+	if found == 0 || bounded == 0 || passed == 0 {
+		t.Fatalf("%d finds placed, %d bucket bounds checked, %d hosts LR's floors pass over: the test checks nothing", found, bounded, passed)
 	}
 }

@@ -158,6 +158,72 @@ func (d LR) settled(st *cluster.State, h, v int) (over, sure bool) {
 	return false, false
 }
 
+// A best-fit search runs the detector on many hosts for one VM. HostFloor and
+// VMFloor let it pass over, unread, hosts LR is sure to call overloaded: for a
+// host h whose CPU in use is not 0 and a VM v, and c the CPU capacity of h,
+//
+//	(d.HostFloor(st, h) + d.VMFloor(st, v, c)) * d.S >= 1 + 1e-9
+//
+// means d.Overloaded(st, h, v). The line LR extrapolates is the host's line
+// plus v's (it is linear in the values), at a number of steps between the
+// host's own and the longest any VM could take (State.MaxMigrationSeconds), so
+// each part is its least value at either end, less a margin far above the
+// rounding (as in settled). Either is -Inf when it cannot tell.
+func (d LR) HostFloor(st *cluster.State, h int) float64 {
+	tmax := math.Ceil(st.MaxMigrationSeconds() / st.Snap.Interval)
+	if !(d.S > 0) || math.IsInf(d.S, 0) || !(tmax >= 0) || math.IsInf(tmax, 0) {
+		return math.Inf(-1)
+	}
+	sy, sxy, l1, ok := st.RecentSums(h, -1)
+	if !ok {
+		return math.Inf(-1)
+	}
+	t0 := math.Ceil(st.HostMaxMigrationSeconds(h) / st.Snap.Interval)
+	if !(t0 >= 0) || t0 > tmax {
+		return math.Inf(-1)
+	}
+	return lrFloor(sy, sxy, t0, tmax) - 1e-9*(1+l1)*(lrWindow+1+tmax)
+}
+
+// VMFloor: see HostFloor; c is the capacity of the hosts it is for.
+func (d LR) VMFloor(st *cluster.State, v int, c float64) float64 {
+	tmax := math.Ceil(st.MaxMigrationSeconds() / st.Snap.Interval)
+	if !(tmax >= 0) || math.IsInf(tmax, 0) {
+		return math.Inf(-1)
+	}
+	vm := &st.Snap.VMs[v]
+	w := vm.Size.CPU / c
+	if !(w >= 0) || math.IsInf(w, 0) {
+		return math.Inf(-1)
+	}
+	// As RecentSums: v's values must not shorten the host's history.
+	var a, b, m float64
+	for i, u := range vm.History[:min(len(vm.History), lrWindow)] {
+		if !(u >= 0) || math.IsInf(u, 0) {
+			return math.Inf(-1)
+		}
+		x := float64(lrWindow - i)
+		a += u
+		b += x * u
+		m += u
+	}
+	f := w*lrFloor(a, b, 0, tmax) - 1e-9*(w*m)*(lrWindow+1+tmax)
+	if math.IsNaN(f) {
+		return math.Inf(-1)
+	}
+	return f
+}
+
+// lrFloor is the least of the fitted line's value at n + t, t in [t0, t1]:
+// it is linear in t, so at an end.
+func lrFloor(sy, sxy, t0, t1 float64) float64 {
+	n := float64(lrWindow)
+	sx, sxx := n*(n+1)/2, n*(n+1)*(2*n+1)/6
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	icept := (sy - slope*sx) / n
+	return min(icept+slope*(n+t0), icept+slope*(n+t1))
+}
+
 // maxMigrationSeconds is the longest MigrationSeconds off h of its VMs and v:
 // the host's part is kept in the State until its VM list changes (max is
 // associative, so adding v's last gives the loop's value).

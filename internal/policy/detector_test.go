@@ -172,3 +172,51 @@ func TestLRSettledDecidesAsPlainNearTheThreshold(t *testing.T) {
 	}
 	t.Logf("settled %d, left to the plain fit %d", sure, unsure)
 }
+
+// Whenever HostFloor and VMFloor say a host is sure to be overloaded with a VM,
+// the plain fit says so too, for S next to the threshold and further off; and
+// they say it often enough to matter.
+func TestLRFloorsOnlyPassOverOverloadedHosts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 30))
+	said, over := 0, 0
+	for trial := range 300 {
+		st := randomLRState(rng)
+		hosts, vms := len(st.Snap.Hosts), len(st.Snap.VMs)
+		for op := range 20 {
+			for h := range hosts {
+				if st.InUse(h) == 0 {
+					continue
+				}
+				for v := 0; v < vms; v++ {
+					pred, ok := lrPredPlain(st, h, v)
+					if !ok || !(pred > 0) {
+						continue
+					}
+					for _, rel := range []float64{0, 1e-16, -1e-16, 1e-12, -1e-12, 1e-9, -1e-9, 1e-6, -1e-6, 0.1, -0.1, 0.5} {
+						d := LR{S: 1 / pred * (1 + rel)}
+						f := d.HostFloor(st, h) + d.VMFloor(st, v, st.Snap.Hosts[h].Capacity.CPU)
+						if f*d.S >= 1+1e-9 {
+							said++
+							if !lrPlain(d, st, h, v) {
+								t.Fatalf("trial %d op %d: host %d vm %d S %v: floor %v says overloaded, the plain fit (line %v) does not", trial, op, h, v, d.S, f, pred)
+							}
+						}
+						if lrPlain(d, st, h, v) {
+							over++
+						}
+					}
+				}
+			}
+			v := rng.IntN(vms)
+			if h := st.HostOf(v); h >= 0 {
+				st.Remove(v, h)
+			} else {
+				st.Add(v, rng.IntN(hosts))
+			}
+		}
+	}
+	if said == 0 {
+		t.Fatal("the floors never said overloaded: the test does not tell")
+	}
+	t.Logf("floors said overloaded %d times of %d", said, over)
+}
