@@ -214,7 +214,7 @@ func (ix *PABFDIndex) remove(h int) {
 	case kindEmpty:
 		k := ix.info.ids[h]
 		if i, ok := slices.BinarySearch(ix.empty[k], int32(h)); ok {
-			ix.empty[k] = slices.Delete(ix.empty[k], i, i+1)
+			ix.empty[k] = deleteAt(ix.empty[k], i)
 			if len(ix.empty[k]) == 0 {
 				ix.emptyClasses = swapRemove(ix.emptyClasses, ix.emptyPos, int(k))
 			}
@@ -237,6 +237,17 @@ func cmpEntry(a, b bentry) int {
 		return c
 	}
 	return cmp.Compare(a.h, b.h)
+}
+
+// deleteAt is slices.Delete(l, i, i+1), moving the shorter side: CloudSim's
+// consolidation excludes the idle hosts in index order, each the first of its
+// class's list, and moving the rest every time was quadratic in them.
+func deleteAt(l []int32, i int) []int32 {
+	if i < len(l)/2 {
+		copy(l[1:i+1], l[:i])
+		return l[1:]
+	}
+	return slices.Delete(l, i, i+1)
 }
 
 func swapRemove(l []int32, pos []int32, h int) []int32 {
@@ -294,10 +305,14 @@ func (ix *PABFDIndex) Find(v int) int {
 			ix.order = append(ix.order, bucketBound{rf + ix.buckets[base+b][0].key, rf, cv, base + b})
 		}
 	}
-	slices.SortFunc(ix.order, func(a, b bucketBound) int { return cmp.Compare(a.lb, b.lb) })
-	for _, o := range ix.order {
+	// Buckets by least bound first, through a heap: a search mostly stops
+	// after a few of them.
+	heapInit(ix.order)
+	for q := ix.order; len(q) > 0; {
+		o := q[0]
+		q = heapPop(q)
 		if o.lb > bestDelta {
-			break // every host left has a floor above the best
+			break // every host left has a bound above the best
 		}
 		for _, e := range ix.buckets[o.b] {
 			// At most the host's rise (see riseFloor): above the best, it
@@ -339,4 +354,37 @@ func riseFloor(p *model.PowerCurve, x, lo, hi float64) float64 {
 		return math.Inf(-1)
 	}
 	return m
+}
+
+// heapInit orders q as a binary min-heap by lb.
+func heapInit(q []bucketBound) {
+	for i := len(q)/2 - 1; i >= 0; i-- {
+		siftDown(q, i)
+	}
+}
+
+// heapPop drops the least of heap q and returns the heap left.
+func heapPop(q []bucketBound) []bucketBound {
+	n := len(q) - 1
+	q[0] = q[n]
+	q = q[:n]
+	siftDown(q, 0)
+	return q
+}
+
+func siftDown(q []bucketBound, i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(q) {
+			return
+		}
+		if c+1 < len(q) && q[c+1].lb < q[c].lb {
+			c++
+		}
+		if !(q[c].lb < q[i].lb) {
+			return
+		}
+		q[i], q[c] = q[c], q[i]
+		i = c
+	}
 }

@@ -112,3 +112,33 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 		t.Fatalf("%d finds placed, %d bucket bounds checked, %d hosts LR's floors pass over: the test checks nothing", found, bounded, passed)
 	}
 }
+
+// deleteAt gives what slices.Delete gives, and the heap pops bounds in order.
+func TestDeleteAtAndHeap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 2000 {
+		n := 1 + rng.IntN(20)
+		l := make([]int32, n)
+		for i := range l {
+			l[i] = int32(rng.IntN(100))
+		}
+		i := rng.IntN(n)
+		want := slices.Delete(slices.Clone(l), i, i+1)
+		if got := deleteAt(slices.Clone(l), i); !slices.Equal(got, want) {
+			t.Fatalf("deleteAt(%v, %d) = %v, want %v", l, i, got, want)
+		}
+		q := make([]bucketBound, n)
+		for i := range q {
+			q[i].lb = float64(rng.IntN(10))
+		}
+		heapInit(q)
+		last := math.Inf(-1)
+		for len(q) > 0 {
+			if q[0].lb < last {
+				t.Fatalf("heap popped %g after %g", q[0].lb, last)
+			}
+			last = q[0].lb
+			q = heapPop(q)
+		}
+	}
+}
