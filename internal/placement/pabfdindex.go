@@ -91,7 +91,10 @@ type bucketBound struct {
 // (policy.LR.HostFloor; -Inf when there is none or the host uses no CPU).
 type bentry struct {
 	key, lo float64
-	h       int32
+	// The host's CPU in use and power at its measured utilisation, read here
+	// for its rise instead of from the host arrays (hostInfo.delta's values).
+	inUse, pnow float64
+	h           int32
 }
 
 // NewPABFDIndex indexes st's hosts for det; excluded (nil: none) is copied.
@@ -195,7 +198,7 @@ func (ix *PABFDIndex) add(h int) {
 		key := gr.p.Power(a) - ix.info.powerNow[h]
 		if a >= 0 && a <= 1 && !math.IsNaN(key) {
 			b := int32(g)*nBuckets + int32(min(int(a*nBuckets), nBuckets-1))
-			e := bentry{key, math.Inf(-1), int32(h)}
+			e := bentry{key: key, lo: math.Inf(-1), inUse: st.InUse(h), pnow: ix.info.powerNow[h], h: int32(h)}
 			if ix.lr != nil && st.InUse(h) != 0 {
 				e.lo = ix.lr.HostFloor(st, h)
 			}
@@ -269,8 +272,8 @@ func (ix *PABFDIndex) Find(v int) int {
 	best, bestDelta := -1, math.MaxFloat64
 	// try checks h as PABFD does, in any order: the smallest rise wins, a tie
 	// the lowest index.
-	try := func(h int) {
-		d := info.delta(st, need.CPU, h)
+	// rest is try for a host whose rise d is known.
+	rest := func(h int, d float64) {
 		if d > bestDelta || d == bestDelta && h > best {
 			return
 		}
@@ -282,6 +285,7 @@ func (ix *PABFDIndex) Find(v int) int {
 		}
 		best, bestDelta = h, d
 	}
+	try := func(h int) { rest(h, info.delta(st, need.CPU, h)) }
 	for _, k := range ix.emptyClasses {
 		try(int(ix.empty[k][0]))
 	}
@@ -323,7 +327,14 @@ func (ix *PABFDIndex) Find(v int) int {
 			if ix.lr != nil && (e.lo+o.cv)*ix.lr.S >= 1+1e-9 {
 				continue // LR is sure to call it overloaded with v
 			}
-			try(int(e.h))
+			// hostInfo.delta on the entry's copies: a host of group g has
+			// the group's capacity (> 0) and curve.
+			gr := &ix.groups[o.b/nBuckets]
+			d := math.Inf(1)
+			if after := (e.inUse + need.CPU) / gr.c; !(after > 1) {
+				d = gr.p.Power(after) - e.pnow
+			}
+			rest(int(e.h), d)
 		}
 	}
 	return best

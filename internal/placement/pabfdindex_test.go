@@ -75,6 +75,9 @@ func TestPABFDIndexFindsAsThePlainScan(t *testing.T) {
 						if key := gr.p.Power(st.InUse(h)/gr.c) - ix.info.powerNow[h]; key != e.key {
 							t.Fatalf("case %d vm %d host %d: key %g kept, %g afresh", i, v, h, e.key, key)
 						}
+						if e.inUse != st.InUse(h) || e.pnow != ix.info.powerNow[h] {
+							t.Fatalf("case %d vm %d host %d: entry holds %g in use and %g W, afresh %g and %g", i, v, h, e.inUse, e.pnow, st.InUse(h), ix.info.powerNow[h])
+						}
 						d := ix.info.delta(st, need, h)
 						if ix.lr != nil && e.lo > math.Inf(-1) {
 							if (e.lo+ix.lr.VMFloor(st, v, gr.c))*ix.lr.S >= 1+1e-9 {
