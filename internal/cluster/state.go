@@ -51,6 +51,7 @@ type State struct {
 	inUseOK []bool
 	zConf   float64
 	z       float64
+	lr      *lrCache // see lrcache.go
 }
 
 // New builds a State from a snapshot. The snapshot is not modified.
@@ -160,6 +161,7 @@ func (st *State) stale(h int) {
 		st.changes = append(st.changes, int32(h))
 	}
 	st.hist[h] = nil
+	st.lrStale(h)
 	if st.inUseOK != nil {
 		st.inUseOK[h] = false
 	}

@@ -15,16 +15,19 @@ import (
 // emptied). It finds the very host PABFD.Find finds with the same exclusions,
 // without looking at every host.
 //
-// The rise of a running host's power is at least a floor (powerDeltaFloor):
-// P(a + x) - P(u), a the share of CPU its scheduler hands out, x the VM's
-// share, u its measured utilisation. Written as [P(a + x) - P(a)] + [P(a) -
-// P(u)], the first part depends on the host only through a, so over hosts of one
-// power curve and capacity whose a lies in a narrow bucket it is at least its
-// least value over the bucket (computed per search, at the ends and the curve's
-// breaks); the second part, the host's key, is at least the least key the group
-// has seen. Buckets are looked at in order of that bound, and once it exceeds the
-// best rise found the rest cannot win. The hosts in the buckets looked at are
-// checked exactly as PABFD checks them; a tie goes to the lowest index as there.
+// The rise of a running host's power is P(a + x) - P(u), a the share of its CPU
+// in use (cluster.State.InUse, kept per host), x the VM's share, u its measured
+// utilisation. Written as [P(a + x) - P(a)] + [P(a) - P(u)], the first part
+// depends on the host only through a, so over hosts of one power curve and
+// capacity whose a lies in a narrow bucket it is at least its least value over
+// the bucket (computed per search, at the ends and the curve's breaks); the
+// second part, the host's key, is kept beside it in the bucket, which is kept
+// in order of key, so its first key bounds them all. Buckets are looked at in
+// order of that bound, and once it exceeds the best rise found the rest cannot
+// win; within a bucket the hosts are looked at in order of their own bound (the
+// bucket's first part plus the key) until it exceeds the best rise. The hosts
+// looked at are checked exactly as PABFD checks them; a tie goes to the lowest
+// index as there.
 // Empty hosts fare alike within a class (see hostClass), so only the first of
 // each class not excluded is checked; hosts whose floor is unknown (no CPU
 // capacity, a power curve that falls, no CPU to hand out) are checked always.
@@ -41,7 +44,8 @@ type PABFDIndex struct {
 	grp  []int32 // its group (-1: none)
 
 	groups  []pgroup
-	buckets [][]int32
+	buckets [][]bentry // each by key, then host index
+	hkey    []float64  // per host in a bucket: its key there
 	always  []int32
 	empty   [][]int32 // per class, the empty hosts not excluded, by index
 	// The classes with an empty host not excluded, and each one's place in it:
@@ -51,6 +55,9 @@ type PABFDIndex struct {
 	emptyPos     []int32
 
 	order []bucketBound
+	// lr is det when it is CloudSim's LR: a host it is sure to call
+	// overloaded with the VM (policy.LR.HostFloor) is then passed over unread.
+	lr *policy.LR
 	// plain: some host's power curve, utilisation or capacity is not a number,
 	// where the order of the checks could matter; search as PABFD does.
 	plain bool
@@ -70,14 +77,24 @@ const (
 const nBuckets = 64
 
 type pgroup struct {
-	c      float64
-	p      model.PowerCurve
-	keyMin float64
+	c float64
+	p model.PowerCurve
 }
 
 type bucketBound struct {
-	lb float64
-	b  int32
+	lb, rf float64 // the bucket's bound, and its first part
+	cv     float64 // the group's VMFloor for this search
+	b      int32
+}
+
+// bentry is a host in a bucket with its key, P(a) - P(u), and its LR floor
+// (policy.LR.HostFloor; -Inf when there is none or the host uses no CPU).
+type bentry struct {
+	key, lo float64
+	// The host's CPU in use and power at its measured utilisation, read here
+	// for its rise instead of from the host arrays (hostInfo.delta's values).
+	inUse, pnow float64
+	h           int32
 }
 
 // NewPABFDIndex indexes st's hosts for det; excluded (nil: none) is copied.
@@ -90,6 +107,9 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 		empty: make([][]int32, info.n), emptyPos: make([]int32, info.n)}
 	if excluded != nil {
 		copy(ix.excl, excluded)
+	}
+	if lr, ok := det.(policy.LR); ok {
+		ix.lr = &lr
 	}
 	type gk struct {
 		c float64
@@ -119,14 +139,15 @@ func NewPABFDIndex(st *cluster.State, det policy.Detector, excluded []bool) *PAB
 				if !ok {
 					g = int32(len(ix.groups))
 					gs[key] = g
-					ix.groups = append(ix.groups, pgroup{c: key.c, p: key.p, keyMin: math.Inf(1)})
+					ix.groups = append(ix.groups, pgroup{c: key.c, p: key.p})
 				}
 				byClass[k] = g
 			}
 		}
 		ix.grp[h] = byClass[k]
 	}
-	ix.buckets = make([][]int32, len(ix.groups)*nBuckets)
+	ix.buckets = make([][]bentry, len(ix.groups)*nBuckets)
+	ix.hkey = make([]float64, n)
 	for h := range st.Snap.Hosts {
 		ix.add(h)
 	}
@@ -171,17 +192,19 @@ func (ix *PABFDIndex) add(h int) {
 		ix.kind[h] = kindEmpty
 		return
 	}
-	g := ix.grp[h]
-	avail := st.Available(h)
-	if g >= 0 && avail > 0 {
+	if g := ix.grp[h]; g >= 0 {
 		gr := &ix.groups[g]
-		a := (gr.c - avail) / gr.c
+		a := st.InUse(h) / gr.c
 		key := gr.p.Power(a) - ix.info.powerNow[h]
 		if a >= 0 && a <= 1 && !math.IsNaN(key) {
-			gr.keyMin = min(gr.keyMin, key)
 			b := int32(g)*nBuckets + int32(min(int(a*nBuckets), nBuckets-1))
-			ix.kind[h], ix.buck[h], ix.pos[h] = kindBucket, b, int32(len(ix.buckets[b]))
-			ix.buckets[b] = append(ix.buckets[b], int32(h))
+			e := bentry{key: key, lo: math.Inf(-1), inUse: st.InUse(h), pnow: ix.info.powerNow[h], h: int32(h)}
+			if ix.lr != nil && st.InUse(h) != 0 {
+				e.lo = ix.lr.HostFloor(st, h)
+			}
+			i, _ := slices.BinarySearchFunc(ix.buckets[b], e, cmpEntry)
+			ix.buckets[b] = slices.Insert(ix.buckets[b], i, e)
+			ix.kind[h], ix.buck[h], ix.hkey[h] = kindBucket, b, key
 			return
 		}
 	}
@@ -194,7 +217,7 @@ func (ix *PABFDIndex) remove(h int) {
 	case kindEmpty:
 		k := ix.info.ids[h]
 		if i, ok := slices.BinarySearch(ix.empty[k], int32(h)); ok {
-			ix.empty[k] = slices.Delete(ix.empty[k], i, i+1)
+			ix.empty[k] = deleteAt(ix.empty[k], i)
 			if len(ix.empty[k]) == 0 {
 				ix.emptyClasses = swapRemove(ix.emptyClasses, ix.emptyPos, int(k))
 			}
@@ -203,9 +226,31 @@ func (ix *PABFDIndex) remove(h int) {
 		ix.always = swapRemove(ix.always, ix.pos, h)
 	case kindBucket:
 		b := ix.buck[h]
-		ix.buckets[b] = swapRemove(ix.buckets[b], ix.pos, h)
+		if i, ok := slices.BinarySearchFunc(ix.buckets[b], bentry{key: ix.hkey[h], h: int32(h)}, cmpEntry); ok {
+			ix.buckets[b] = slices.Delete(ix.buckets[b], i, i+1)
+		}
 	}
 	ix.kind[h] = kindNone
+}
+
+// cmpEntry orders a bucket: by key, then by host index. Keys are numbers
+// (a host whose key is not one is not in a bucket).
+func cmpEntry(a, b bentry) int {
+	if c := cmp.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.h, b.h)
+}
+
+// deleteAt is slices.Delete(l, i, i+1), moving the shorter side: CloudSim's
+// consolidation excludes the idle hosts in index order, each the first of its
+// class's list, and moving the rest every time was quadratic in them.
+func deleteAt(l []int32, i int) []int32 {
+	if i < len(l)/2 {
+		copy(l[1:i+1], l[:i])
+		return l[1:]
+	}
+	return slices.Delete(l, i, i+1)
 }
 
 func swapRemove(l []int32, pos []int32, h int) []int32 {
@@ -227,17 +272,12 @@ func (ix *PABFDIndex) Find(v int) int {
 	best, bestDelta := -1, math.MaxFloat64
 	// try checks h as PABFD does, in any order: the smallest rise wins, a tie
 	// the lowest index.
-	try := func(h int) {
-		if bestDelta < math.MaxFloat64 {
-			if f := info.floor(st, need.CPU, h); f > bestDelta || f == bestDelta && h > best {
-				return
-			}
-		}
-		if _, ok := st.NoRoomFor(v, h, need); !ok {
+	// rest is try for a host whose rise d is known.
+	rest := func(h int, d float64) {
+		if d > bestDelta || d == bestDelta && h > best {
 			return
 		}
-		d := info.delta(st, need.CPU, h)
-		if d > bestDelta || d == bestDelta && h > best {
+		if _, ok := st.NoRoomFor(v, h, need); !ok {
 			return
 		}
 		if st.InUse(h) != 0 && ix.det.Overloaded(st, h, v) {
@@ -245,6 +285,7 @@ func (ix *PABFDIndex) Find(v int) int {
 		}
 		best, bestDelta = h, d
 	}
+	try := func(h int) { rest(h, info.delta(st, need.CPU, h)) }
 	for _, k := range ix.emptyClasses {
 		try(int(ix.empty[k][0]))
 	}
@@ -255,29 +296,54 @@ func (ix *PABFDIndex) Find(v int) int {
 	for g := range ix.groups {
 		gr := &ix.groups[g]
 		x := need.CPU / gr.c
+		cv := math.Inf(-1)
+		if ix.lr != nil {
+			cv = ix.lr.VMFloor(st, v, gr.c)
+		}
 		base := int32(g) * nBuckets
 		for b := range int32(nBuckets) {
 			if len(ix.buckets[base+b]) == 0 {
 				continue
 			}
-			lb := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets) + gr.keyMin
-			ix.order = append(ix.order, bucketBound{lb, base + b})
+			rf := riseFloor(&gr.p, x, float64(b)/nBuckets, float64(b+1)/nBuckets)
+			ix.order = append(ix.order, bucketBound{rf + ix.buckets[base+b][0].key, rf, cv, base + b})
 		}
 	}
-	slices.SortFunc(ix.order, func(a, b bucketBound) int { return cmp.Compare(a.lb, b.lb) })
-	for _, o := range ix.order {
+	// Buckets by least bound first, through a heap: a search mostly stops
+	// after a few of them.
+	heapInit(ix.order)
+	for q := ix.order; len(q) > 0; {
+		o := q[0]
+		q = heapPop(q)
 		if o.lb > bestDelta {
-			break // every host left has a floor above the best
+			break // every host left has a bound above the best
 		}
-		for _, h := range ix.buckets[o.b] {
-			try(int(h))
+		for _, e := range ix.buckets[o.b] {
+			// At most the host's rise (see riseFloor): above the best, it
+			// cannot win, nor can the hosts after it in the bucket.
+			if o.rf+e.key > bestDelta {
+				break
+			}
+			if ix.lr != nil && (e.lo+o.cv)*ix.lr.S >= 1+1e-9 {
+				continue // LR is sure to call it overloaded with v
+			}
+			// hostInfo.delta on the entry's copies: a host of group g has
+			// the group's capacity (> 0) and curve.
+			gr := &ix.groups[o.b/nBuckets]
+			d := math.Inf(1)
+			if after := (e.inUse + need.CPU) / gr.c; !(after > 1) {
+				d = gr.p.Power(after) - e.pnow
+			}
+			rest(int(e.h), d)
 		}
 	}
 	return best
 }
 
-// riseFloor is at most powerDeltaFloor's P(a + x - slack) - P(a) - slack(1 +
-// p[10]) for any a in [lo, hi], on a nondecreasing curve p: that difference is
+// riseFloor is at most P(a + x - slack) - P(a) - slack(1 + p[10]) for any a in
+// [lo, hi], on a nondecreasing curve p, and so at most P((I + X)/c) - P(I/c)
+// for a host with I/c in [lo, hi] and a VM with X/c = x (the slack is far
+// above the rounding of those quotients): that difference is
 // piecewise linear in a, so its least value is at an end or at a break (a or
 // a + x - slack on one of the curve's points). The margin covers rounding, and
 // -Inf is returned if anything is not a number.
@@ -299,4 +365,37 @@ func riseFloor(p *model.PowerCurve, x, lo, hi float64) float64 {
 		return math.Inf(-1)
 	}
 	return m
+}
+
+// heapInit orders q as a binary min-heap by lb.
+func heapInit(q []bucketBound) {
+	for i := len(q)/2 - 1; i >= 0; i-- {
+		siftDown(q, i)
+	}
+}
+
+// heapPop drops the least of heap q and returns the heap left.
+func heapPop(q []bucketBound) []bucketBound {
+	n := len(q) - 1
+	q[0] = q[n]
+	q = q[:n]
+	siftDown(q, 0)
+	return q
+}
+
+func siftDown(q []bucketBound, i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(q) {
+			return
+		}
+		if c+1 < len(q) && q[c+1].lb < q[c].lb {
+			c++
+		}
+		if !(q[c].lb < q[i].lb) {
+			return
+		}
+		q[i], q[c] = q[c], q[i]
+		i = c
+	}
 }

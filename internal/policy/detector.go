@@ -82,7 +82,7 @@ func (d MAD) Overloaded(st *cluster.State, h, v int) bool {
 }
 
 // lrWindow is how many recent values the regression sees.
-const lrWindow = 10
+const lrWindow = cluster.RecentWindow
 
 // LR: a least-squares line through the last 10 utilisation values, extrapolated past
 // the longest migration off the host; overloaded when S times it reaches 1. CloudSim's
@@ -100,8 +100,12 @@ func (d LR) Name() string {
 }
 
 func (d LR) Overloaded(st *cluster.State, h, v int) bool {
-	hist := st.History(h, v)
-	if len(hist) < lrWindow {
+	if over, sure := d.settled(st, h, v); sure {
+		return over
+	}
+	// The last lrWindow values of History(h, v), formed without the rest.
+	var hist [lrWindow]float64
+	if !st.RecentHistory(h, v, hist[:]) {
 		return fallback.Overloaded(st, h, v)
 	}
 	// x = 1..10 oldest to newest; hist is newest first.
@@ -121,11 +125,110 @@ func (d LR) Overloaded(st *cluster.State, h, v int) bool {
 	return (icept+slope*(n+steps))*d.S >= 1
 }
 
-func maxMigrationSeconds(st *cluster.State, h, v int) float64 {
-	m := 0.0
-	for _, x := range st.VMs(h) {
-		m = max(m, st.MigrationSeconds(x, h))
+// settled decides from the host's kept sums (cluster.State.RecentSums) when
+// the line they give is far enough from the threshold that the rounding of
+// History's values and of the fit cannot take it across: the exact fit would
+// decide the same. CloudSim's best fit runs the detector on every host that
+// would win but for it, and most are far from the threshold.
+func (d LR) settled(st *cluster.State, h, v int) (over, sure bool) {
+	if !(d.S > 0) || math.IsInf(d.S, 0) {
+		return false, false
 	}
+	sy, sxy, l1, ok := st.RecentSums(h, v)
+	if !ok {
+		return false, false
+	}
+	steps := math.Ceil(maxMigrationSeconds(st, h, v) / st.Snap.Interval)
+	if !(steps >= 0) || math.IsInf(steps, 0) {
+		return false, false
+	}
+	n := float64(lrWindow)
+	sx, sxx := n*(n+1)/2, n*(n+1)*(2*n+1)/6
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	pred := (sy-slope*sx)/n + slope*(n+steps)
+	// Rounding moves the fit by far less than 1e-13 (l1 + 1) (n + 1 +
+	// steps); the margin is ten thousand times that.
+	margin := 1e-9 * (1 + l1) * (n + 1 + steps)
+	switch {
+	case (pred-margin)*d.S >= 1+1e-9:
+		return true, true
+	case (pred+margin)*d.S < 1-1e-9:
+		return false, true
+	}
+	return false, false
+}
+
+// A best-fit search runs the detector on many hosts for one VM. HostFloor and
+// VMFloor let it pass over, unread, hosts LR is sure to call overloaded: for a
+// host h whose CPU in use is not 0 and a VM v, and c the CPU capacity of h,
+//
+//	(d.HostFloor(st, h) + d.VMFloor(st, v, c)) * d.S >= 1 + 1e-9
+//
+// means d.Overloaded(st, h, v). The line LR extrapolates is the host's line
+// plus v's (it is linear in the values), at a number of steps between the
+// host's own and the longest any VM could take (State.MaxMigrationSeconds), so
+// each part is its least value at either end, less a margin far above the
+// rounding (as in settled). Either is -Inf when it cannot tell.
+func (d LR) HostFloor(st *cluster.State, h int) float64 {
+	tmax := math.Ceil(st.MaxMigrationSeconds() / st.Snap.Interval)
+	if !(d.S > 0) || math.IsInf(d.S, 0) || !(tmax >= 0) || math.IsInf(tmax, 0) {
+		return math.Inf(-1)
+	}
+	sy, sxy, l1, ok := st.RecentSums(h, -1)
+	if !ok {
+		return math.Inf(-1)
+	}
+	t0 := math.Ceil(st.HostMaxMigrationSeconds(h) / st.Snap.Interval)
+	if !(t0 >= 0) || t0 > tmax {
+		return math.Inf(-1)
+	}
+	return lrFloor(sy, sxy, t0, tmax) - 1e-9*(1+l1)*(lrWindow+1+tmax)
+}
+
+// VMFloor: see HostFloor; c is the capacity of the hosts it is for.
+func (d LR) VMFloor(st *cluster.State, v int, c float64) float64 {
+	tmax := math.Ceil(st.MaxMigrationSeconds() / st.Snap.Interval)
+	if !(tmax >= 0) || math.IsInf(tmax, 0) {
+		return math.Inf(-1)
+	}
+	vm := &st.Snap.VMs[v]
+	w := vm.Size.CPU / c
+	if !(w >= 0) || math.IsInf(w, 0) {
+		return math.Inf(-1)
+	}
+	// As RecentSums: v's values must not shorten the host's history.
+	var a, b, m float64
+	for i, u := range vm.History[:min(len(vm.History), lrWindow)] {
+		if !(u >= 0) || math.IsInf(u, 0) {
+			return math.Inf(-1)
+		}
+		x := float64(lrWindow - i)
+		a += u
+		b += x * u
+		m += u
+	}
+	f := w*lrFloor(a, b, 0, tmax) - 1e-9*(w*m)*(lrWindow+1+tmax)
+	if math.IsNaN(f) {
+		return math.Inf(-1)
+	}
+	return f
+}
+
+// lrFloor is the least of the fitted line's value at n + t, t in [t0, t1]:
+// it is linear in t, so at an end.
+func lrFloor(sy, sxy, t0, t1 float64) float64 {
+	n := float64(lrWindow)
+	sx, sxx := n*(n+1)/2, n*(n+1)*(2*n+1)/6
+	slope := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	icept := (sy - slope*sx) / n
+	return min(icept+slope*(n+t0), icept+slope*(n+t1))
+}
+
+// maxMigrationSeconds is the longest MigrationSeconds off h of its VMs and v:
+// the host's part is kept in the State until its VM list changes (max is
+// associative, so adding v's last gives the loop's value).
+func maxMigrationSeconds(st *cluster.State, h, v int) float64 {
+	m := st.HostMaxMigrationSeconds(h)
 	if v >= 0 {
 		m = max(m, st.MigrationSeconds(v, h))
 	}
