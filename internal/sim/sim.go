@@ -117,6 +117,61 @@ type engine struct {
 	// the smallest host's capacity (0: no limit). A VM cannot use more than its
 	// host has.
 	clip model.Resources
+
+	// Per VM, copied from the snapshot by every update so that the allocation
+	// loop reads small arrays rather than the VMs' records: CPU demand, host,
+	// whether migrating out, and vCPUs as a float.
+	dem  []float64
+	on   []int
+	mig  []bool
+	ncpu []float64
+	rows demandRows
+}
+
+// demandRows holds every VM's CPU trace samples i and i+1 (as float64) for the
+// trace step i updates are in, gathered once per step: a CPU-only run updates
+// several times a step (each decision, each batch of migrations ending), and
+// reading each VM's series anew every time is most of an update's cost.
+type demandRows struct {
+	i      int // the step held; -1 none
+	lo, hi []float64
+	end    []bool // i is at or past the series' last sample: lo is that sample
+	size   []float64
+}
+
+// fill loads step i of w's VMs.
+func (r *demandRows) fill(w *trace.Workload, i int) {
+	for v := range w.VMs {
+		cpu := w.VMs[v].CPU
+		if i >= len(cpu)-1 {
+			r.lo[v], r.hi[v], r.end[v] = float64(cpu[len(cpu)-1]), 0, true
+			continue
+		}
+		r.lo[v], r.hi[v], r.end[v] = float64(cpu[i]), float64(cpu[i+1]), false
+	}
+	r.i = i
+}
+
+// cpuDemands writes every VM's CPU demand at t into d; it equals demand(v, t).
+func (e *engine) cpuDemands(t float64, d []float64) {
+	r := &e.rows
+	x := t / e.w.Step
+	i := int(x)
+	if r.i != i {
+		r.fill(e.w, i)
+	}
+	f := x - float64(i)
+	for v := range d {
+		if r.end[v] {
+			d[v] = r.lo[v] * r.size[v]
+			continue
+		}
+		u := r.lo[v]
+		if f > 0 {
+			u += (r.hi[v] - u) * f
+		}
+		d[v] = u * r.size[v]
+	}
 }
 
 // Run simulates pol on w.
@@ -142,6 +197,17 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	}
 	e.hrec = make([]hostRec, len(e.snap.Hosts))
 	e.vrec = make([]vmRec, len(e.snap.VMs))
+	n := len(e.snap.VMs)
+	e.dem, e.on, e.mig, e.ncpu = make([]float64, n), make([]int, n), make([]bool, n), make([]float64, n)
+	for v := range e.ncpu {
+		e.ncpu[v] = float64(max(e.snap.VMs[v].VCPU, 1))
+	}
+	if !cfg.MultiResource {
+		e.rows = demandRows{i: -1, lo: make([]float64, n), hi: make([]float64, n), end: make([]bool, n), size: make([]float64, n)}
+		for v := range e.rows.size {
+			e.rows.size[v] = e.snap.VMs[v].Size.CPU
+		}
+	}
 
 	hosts := core.PlaceAll(e.snap, pol)
 	if cfg.MultiResource {
@@ -406,6 +472,9 @@ func (e *engine) update(t float64, account, drop bool) {
 					}
 				}
 			}
+			if !e.cfg.MultiResource {
+				continue // dem and unmet stay zero (see contention)
+			}
 			for k := range r.dem {
 				e.demR[k] += r.dem[k] * dt
 				e.unmetR[k] += r.unmet[k] * dt
@@ -420,14 +489,20 @@ func (e *engine) update(t float64, account, drop bool) {
 			}
 		}
 	}
+	if !e.cfg.MultiResource {
+		e.cpuDemands(t, e.dem)
+	}
 	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
 		if e.cfg.MultiResource {
-			e.snap.VMs[v].Demand = e.demandAt(v, t)
+			vm.Demand = e.demandAt(v, t)
+			e.dem[v] = vm.Demand.CPU
 		} else {
 			// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
-			e.snap.VMs[v].Demand = model.Resources{CPU: e.demand(v, t)}
+			vm.Demand = model.Resources{CPU: e.dem[v]}
 		}
-		e.snap.VMs[v].Reserved = model.Resources{}
+		vm.Reserved = model.Resources{}
+		e.on[v], e.mig[v] = vm.Host, vm.Migrating()
 	}
 	share := e.cfg.MigrationShare
 	for h := range e.snap.Hosts {
@@ -435,8 +510,8 @@ func (e *engine) update(t float64, account, drop bool) {
 		c := host.Capacity.CPU
 		asked := 0.0
 		for _, v := range host.VMs {
-			a := capped(&e.snap.VMs[v], host)
-			if e.snap.VMs[v].Host != h {
+			a := e.capped(v, host)
+			if e.on[v] != h {
 				a *= 1 - share
 			}
 			asked += a
@@ -447,10 +522,9 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 		used, req := 0.0, 0.0
 		for _, v := range host.VMs {
-			vm := &e.snap.VMs[v]
-			a := capped(vm, host)
-			in := vm.Host != h
-			out := !in && vm.Migrating()
+			a := e.capped(v, host)
+			in := e.on[v] != h
+			out := !in && e.mig[v]
 			switch {
 			case in:
 				a *= (1 - share) * scale
@@ -463,13 +537,13 @@ func (e *engine) update(t float64, account, drop bool) {
 				a = math.Floor(a)
 			}
 			if !in {
-				e.vrec[v] = vmRec{alloc: a, req: vm.Demand.CPU, migrating: out}
+				e.vrec[v] = vmRec{alloc: a, req: e.dem[v], migrating: out}
 			}
 			if out {
 				a /= share
 			}
 			used += a
-			req += vm.Demand.CPU
+			req += e.dem[v]
 		}
 		u := used / c
 		if u > 1 && u < 1.01 {
@@ -486,7 +560,10 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 		*r = hostRec{util: u, alloc: used, req: req, active: used > 0}
 		r.over[model.CPU] = over
-		e.contention(h, r)
+		if e.cfg.MultiResource {
+			// A CPU-only run's VMs demand no memory, network or disk: nothing to count.
+			e.contention(h, r)
+		}
 		host.Util = u
 	}
 	e.last = t
@@ -542,9 +619,8 @@ func (e *engine) dropIdle() {
 		host := &e.snap.Hosts[h]
 		keep := host.VMs[:0]
 		for _, v := range host.VMs {
-			vm := &e.snap.VMs[v]
-			if vm.Demand.CPU == 0 && !vm.Migrating() && vm.Host == h {
-				vm.Host = -1
+			if e.dem[v] == 0 && !e.mig[v] && e.on[v] == h {
+				e.snap.VMs[v].Host, e.on[v] = -1, -1
 				e.vrec[v] = vmRec{}
 				e.dropped++
 				continue
@@ -555,9 +631,10 @@ func (e *engine) dropIdle() {
 	}
 }
 
-func capped(vm *model.VM, host *model.Host) float64 {
-	d := vm.Demand.CPU
-	n := float64(max(vm.VCPU, 1))
+// capped is VM v's CPU demand as host can serve it: no vCPU gets more than one PE.
+func (e *engine) capped(v int, host *model.Host) float64 {
+	d := e.dem[v]
+	n := e.ncpu[v]
 	if host.PEMIPS > 0 && d/n > host.PEMIPS {
 		return host.PEMIPS * n
 	}
