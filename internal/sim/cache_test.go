@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/headroom/headroom/internal/core"
 	"github.com/headroom/headroom/internal/trace"
 )
 
@@ -46,6 +47,35 @@ func TestDemandRowsEqualDemand(t *testing.T) {
 			if want := e.demand(v, at); math.Float64bits(d[v]) != math.Float64bits(want) {
 				t.Fatalf("t=%g VM %d: rows give %v, the series %v", at, v, d[v], want)
 			}
+		}
+	}
+}
+
+// The engine's per-VM host and migrating arrays follow the snapshot through
+// whole runs (migrations starting and ending, idle VMs leaving), for a
+// CloudSim policy and headroom; every update checks them.
+func TestMirrorsFollowTheSnapshot(t *testing.T) {
+	day, err := trace.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := *day
+	w.VMs = w.VMs[:150]
+	cfg := ConfigFor(&w)
+	cfg.Hosts = 100
+	checkMirrors = true
+	defer func() { checkMirrors = false }()
+	for _, n := range []string{"lr-mmt-1.2", "headroom", "thr-mmt-0.8"} {
+		p, err := core.ParsePolicy(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(&w, p, Options{Config: &cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Migrations == 0 {
+			t.Errorf("%s: no migrations, nothing checked", n)
 		}
 	}
 }

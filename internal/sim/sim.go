@@ -218,7 +218,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("initial placement: VM %s (%g MIPS, %g MB): %s among %d hosts",
 				e.snap.VMs[v].ID, e.snap.VMs[v].Size.CPU, e.snap.VMs[v].Size.Mem, core.NoSuitableHost, len(e.snap.Hosts))
 		}
-		e.snap.VMs[v].Host = h
+		e.snap.VMs[v].Host, e.on[v] = h, h
 		e.snap.Hosts[h].VMs = append(e.snap.Hosts[h].VMs, v)
 	}
 	e.checkRules()
@@ -238,6 +238,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		t := float64(k)*cfg.Interval + cfg.Offset
 		e.advance(t)
 		e.update(t, true, true)
+		e.publish()
 		e.record()
 		e.snap.Time = t
 		plan := core.Decide(e.snap, fc.forecast(t), pol, nil)
@@ -399,6 +400,7 @@ func (e *engine) record() {
 func (e *engine) start(m model.MigrationRequest, t float64) {
 	vm := &e.snap.VMs[m.VM]
 	vm.MigratingTo = append(vm.MigratingTo, m.Target)
+	e.mig[m.VM] = true
 	e.snap.Hosts[m.Target].VMs = append(e.snap.Hosts[m.Target].VMs, m.VM)
 	bw := e.snap.Hosts[m.Target].Capacity.Net / 2 / 1000 // MB/s
 	e.seq++
@@ -438,11 +440,12 @@ func (e *engine) finish(m migration) {
 	}
 	tl := remove(e.snap.Hosts[m.target].VMs, m.vm)
 	e.snap.Hosts[m.target].VMs = append(tl, m.vm)
-	vm.Host = m.target
+	vm.Host, e.on[m.vm] = m.target, m.target
 	vm.LastMigration = m.end
 	if i := slices.Index(vm.MigratingTo, m.target); i >= 0 {
 		vm.MigratingTo = slices.Delete(vm.MigratingTo, i, i+1)
 	}
+	e.mig[m.vm] = vm.Migrating()
 }
 
 func remove(l []int, v int) []int {
@@ -489,20 +492,19 @@ func (e *engine) update(t float64, account, drop bool) {
 			}
 		}
 	}
-	if !e.cfg.MultiResource {
-		e.cpuDemands(t, e.dem)
+	if checkMirrors {
+		e.verifyMirrors()
 	}
-	for v := range e.snap.VMs {
-		vm := &e.snap.VMs[v]
-		if e.cfg.MultiResource {
+	if e.cfg.MultiResource {
+		for v := range e.snap.VMs {
+			vm := &e.snap.VMs[v]
 			vm.Demand = e.demandAt(v, t)
+			vm.Reserved = model.Resources{}
 			e.dem[v] = vm.Demand.CPU
-		} else {
-			// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
-			vm.Demand = model.Resources{CPU: e.dem[v]}
 		}
-		vm.Reserved = model.Resources{}
-		e.on[v], e.mig[v] = vm.Host, vm.Migrating()
+	} else {
+		// The snapshot's VMs get their demand from publish, before anything reads it.
+		e.cpuDemands(t, e.dem)
 	}
 	share := e.cfg.MigrationShare
 	for h := range e.snap.Hosts {
@@ -594,6 +596,37 @@ func (e *engine) contention(h int, r *hostRec) {
 		if c := host.Capacity.Get(k); c > 0 && r.dem[k] > c {
 			r.over[k] = true
 			r.unmet[k] = r.dem[k] - c
+		}
+	}
+}
+
+// publish writes the demand of the last update into the snapshot's VMs, which
+// hold no capacity beyond it from then on. Only the decision and what feeds it
+// (history, forecasts) read a VM's demand or reservation, so the updates between
+// decisions (as migrations end) leave the snapshot's VMs alone. A multi-resource
+// update writes them itself.
+func (e *engine) publish() {
+	if e.cfg.MultiResource {
+		return
+	}
+	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
+		// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
+		vm.Demand = model.Resources{CPU: e.dem[v]}
+		vm.Reserved = model.Resources{}
+	}
+}
+
+// checkMirrors makes every update check the engine's per-VM arrays against the
+// snapshot (for tests).
+var checkMirrors bool
+
+// verifyMirrors panics if on or mig disagrees with the snapshot.
+func (e *engine) verifyMirrors() {
+	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
+		if e.on[v] != vm.Host || e.mig[v] != vm.Migrating() {
+			panic(fmt.Sprintf("VM %d: engine has host %d migrating %v, snapshot %d %v", v, e.on[v], e.mig[v], vm.Host, vm.Migrating()))
 		}
 	}
 }
