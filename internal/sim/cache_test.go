@@ -3,9 +3,12 @@ package sim
 import (
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/headroom/headroom/internal/core"
+	"github.com/headroom/headroom/internal/forecast"
+	"github.com/headroom/headroom/internal/model"
 	"github.com/headroom/headroom/internal/trace"
 )
 
@@ -76,6 +79,55 @@ func TestMirrorsFollowTheSnapshot(t *testing.T) {
 		}
 		if r.Migrations == 0 {
 			t.Errorf("%s: no migrations, nothing checked", n)
+		}
+	}
+}
+
+// The forecaster writes each interval's forecasts into the last interval's
+// slices; they must equal fresh forecasts, clamped, from an engine fed the same.
+func TestForecastsIntoReusedSlicesEqualFreshOnes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	w := flatWorkload(20, 0.5, 0.2, 0.9, 0.1, 0.7)
+	cfg := DefaultConfig()
+	if err := cfg.fill(w); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := core.ParsePolicy("headroom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &engine{cfg: cfg, w: w, snap: buildSnapshot(&cfg, w)}
+	f, err := newForecaster(pol, e, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.eng == nil {
+		t.Fatal("headroom gets no forecast engine")
+	}
+	ref, err := forecast.NewEngine(forecast.Config{Step: cfg.Interval, Horizon: f.steps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refVMs := make([]*forecast.VM, len(e.snap.VMs))
+	for v := range refVMs {
+		refVMs[v] = ref.VM(e.snap.VMs[v].ID)
+		e.snap.VMs[v].Host = 0
+	}
+	for k := range 200 {
+		for v := range e.snap.VMs {
+			e.snap.VMs[v].Demand = model.Resources{CPU: rng.Float64() * 1.2 * e.snap.VMs[v].Size.CPU}
+			if rng.IntN(10) == 0 {
+				e.snap.VMs[v].Demand.CPU = 0
+			}
+		}
+		got := f.forecast(float64(k+1) * cfg.Interval)
+		for v := range e.snap.VMs {
+			refVMs[v].Observe(model.CPU, e.snap.VMs[v].Demand.CPU)
+			want := refVMs[v].Forecast(f.steps, f.conf)
+			want.Clamp(e.snap.VMs[v].Size)
+			if !reflect.DeepEqual(got[v], want) {
+				t.Fatalf("interval %d VM %d: reused %+v, fresh %+v", k, v, got[v], want)
+			}
 		}
 	}
 }
