@@ -131,3 +131,37 @@ func TestForecastsIntoReusedSlicesEqualFreshOnes(t *testing.T) {
 		}
 	}
 }
+
+// update's shortcuts change nothing: whole runs with and without them give
+// the same results, for policies that consolidate (hosts go empty and off),
+// one that never switches hosts off, and headroom.
+func TestUpdateShortcutsChangeNothing(t *testing.T) {
+	day, err := trace.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := *day
+	w.VMs = w.VMs[:200]
+	cfg := ConfigFor(&w)
+	cfg.Hosts = 150
+	for _, n := range []string{"lr-mmt-1.2", "headroom", "thr-mmt-0.8", "npa", "dvfs"} {
+		p, err := core.ParsePolicy(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Run(&w, p, Options{Config: &cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain = true
+		want, err := Run(&w, p, Options{Config: &cfg})
+		plain = false
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.WallSeconds, want.WallSeconds = 0, 0
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s with shortcuts: %+v\nwithout: %+v", n, *got, *want)
+		}
+	}
+}
