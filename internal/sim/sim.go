@@ -513,6 +513,10 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 	}
 	share := e.cfg.MigrationShare
+	// Idle VMs leave each host as soon as its allocation is done rather than in
+	// a pass of their own afterwards: the same VMs leave, since a VM that can
+	// leave is not migrating and so is listed on its own host alone.
+	fuse := drop && !e.cfg.KeepIdleVMs && !plain
 	for h := range e.snap.Hosts {
 		host := &e.snap.Hosts[h]
 		c := host.Capacity.CPU
@@ -577,9 +581,12 @@ func (e *engine) update(t float64, account, drop bool) {
 			e.contention(h, r)
 		}
 		host.Util = u
+		if fuse {
+			e.dropIdleOn(h)
+		}
 	}
 	e.last = t
-	if drop && !e.cfg.KeepIdleVMs {
+	if drop && !e.cfg.KeepIdleVMs && !fuse {
 		e.dropIdle()
 	}
 }
@@ -628,7 +635,7 @@ func (e *engine) publish() {
 }
 
 // plain turns off update's shortcuts (demand rows, skipping hosts that stay
-// off), for tests that compare runs with and without them.
+// off, idle VMs leaving host by host), for tests that compare runs with and without them.
 var plain bool
 
 // checkMirrors makes every update check the engine's per-VM arrays against the
@@ -663,19 +670,24 @@ func (e *engine) checkRules() {
 // them as finished.
 func (e *engine) dropIdle() {
 	for h := range e.snap.Hosts {
-		host := &e.snap.Hosts[h]
-		keep := host.VMs[:0]
-		for _, v := range host.VMs {
-			if e.dem[v] == 0 && !e.mig[v] && e.on[v] == h {
-				e.snap.VMs[v].Host, e.on[v] = -1, -1
-				e.vrec[v] = vmRec{}
-				e.dropped++
-				continue
-			}
-			keep = append(keep, v)
-		}
-		host.VMs = keep
+		e.dropIdleOn(h)
 	}
+}
+
+// dropIdleOn is dropIdle for host h's VMs.
+func (e *engine) dropIdleOn(h int) {
+	host := &e.snap.Hosts[h]
+	keep := host.VMs[:0]
+	for _, v := range host.VMs {
+		if e.dem[v] == 0 && !e.mig[v] && e.on[v] == h {
+			e.snap.VMs[v].Host, e.on[v] = -1, -1
+			e.vrec[v] = vmRec{}
+			e.dropped++
+			continue
+		}
+		keep = append(keep, v)
+	}
+	host.VMs = keep
 }
 
 // capped is VM v's CPU demand as host can serve it: no vCPU gets more than one PE.
