@@ -98,9 +98,11 @@ func (f *forecaster) forecast(t float64) []model.ResourceForecast {
 		} else {
 			f.vms[v].Observe(model.CPU, vms[v].Demand.CPU)
 		}
-		fc := f.vms[v].Forecast(f.steps, f.conf)
-		fc.Clamp(vms[v].Size)
-		f.out[v] = fc
+		// Into last interval's forecast: its slices are reused, as the decision
+		// that read them is over (each cycle builds its state anew).
+		o := &f.out[v]
+		f.vms[v].AppendForecast(o, f.steps, f.conf)
+		o.Clamp(vms[v].Size)
 	}
 	return f.out
 }

@@ -117,6 +117,61 @@ type engine struct {
 	// the smallest host's capacity (0: no limit). A VM cannot use more than its
 	// host has.
 	clip model.Resources
+
+	// Per VM, copied from the snapshot by every update so that the allocation
+	// loop reads small arrays rather than the VMs' records: CPU demand, host,
+	// whether migrating out, and vCPUs as a float.
+	dem  []float64
+	on   []int
+	mig  []bool
+	ncpu []float64
+	rows demandRows
+}
+
+// demandRows holds every VM's CPU trace samples i and i+1 (as float64) for the
+// trace step i updates are in, gathered once per step: a CPU-only run updates
+// several times a step (each decision, each batch of migrations ending), and
+// reading each VM's series anew every time is most of an update's cost.
+type demandRows struct {
+	i      int // the step held; -1 none
+	lo, hi []float64
+	end    []bool // i is at or past the series' last sample: lo is that sample
+	size   []float64
+}
+
+// fill loads step i of w's VMs.
+func (r *demandRows) fill(w *trace.Workload, i int) {
+	for v := range w.VMs {
+		cpu := w.VMs[v].CPU
+		if i >= len(cpu)-1 {
+			r.lo[v], r.hi[v], r.end[v] = float64(cpu[len(cpu)-1]), 0, true
+			continue
+		}
+		r.lo[v], r.hi[v], r.end[v] = float64(cpu[i]), float64(cpu[i+1]), false
+	}
+	r.i = i
+}
+
+// cpuDemands writes every VM's CPU demand at t into d; it equals demand(v, t).
+func (e *engine) cpuDemands(t float64, d []float64) {
+	r := &e.rows
+	x := t / e.w.Step
+	i := int(x)
+	if r.i != i {
+		r.fill(e.w, i)
+	}
+	f := x - float64(i)
+	for v := range d {
+		if r.end[v] {
+			d[v] = r.lo[v] * r.size[v]
+			continue
+		}
+		u := r.lo[v]
+		if f > 0 {
+			u += (r.hi[v] - u) * f
+		}
+		d[v] = u * r.size[v]
+	}
 }
 
 // Run simulates pol on w.
@@ -142,6 +197,17 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 	}
 	e.hrec = make([]hostRec, len(e.snap.Hosts))
 	e.vrec = make([]vmRec, len(e.snap.VMs))
+	n := len(e.snap.VMs)
+	e.dem, e.on, e.mig, e.ncpu = make([]float64, n), make([]int, n), make([]bool, n), make([]float64, n)
+	for v := range e.ncpu {
+		e.ncpu[v] = float64(max(e.snap.VMs[v].VCPU, 1))
+	}
+	if !cfg.MultiResource {
+		e.rows = demandRows{i: -1, lo: make([]float64, n), hi: make([]float64, n), end: make([]bool, n), size: make([]float64, n)}
+		for v := range e.rows.size {
+			e.rows.size[v] = e.snap.VMs[v].Size.CPU
+		}
+	}
 
 	hosts := core.PlaceAll(e.snap, pol)
 	if cfg.MultiResource {
@@ -152,7 +218,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("initial placement: VM %s (%g MIPS, %g MB): %s among %d hosts",
 				e.snap.VMs[v].ID, e.snap.VMs[v].Size.CPU, e.snap.VMs[v].Size.Mem, core.NoSuitableHost, len(e.snap.Hosts))
 		}
-		e.snap.VMs[v].Host = h
+		e.snap.VMs[v].Host, e.on[v] = h, h
 		e.snap.Hosts[h].VMs = append(e.snap.Hosts[h].VMs, v)
 	}
 	e.checkRules()
@@ -172,6 +238,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		t := float64(k)*cfg.Interval + cfg.Offset
 		e.advance(t)
 		e.update(t, true, true)
+		e.publish()
 		e.record()
 		e.snap.Time = t
 		plan := core.Decide(e.snap, fc.forecast(t), pol, nil)
@@ -333,6 +400,7 @@ func (e *engine) record() {
 func (e *engine) start(m model.MigrationRequest, t float64) {
 	vm := &e.snap.VMs[m.VM]
 	vm.MigratingTo = append(vm.MigratingTo, m.Target)
+	e.mig[m.VM] = true
 	e.snap.Hosts[m.Target].VMs = append(e.snap.Hosts[m.Target].VMs, m.VM)
 	bw := e.snap.Hosts[m.Target].Capacity.Net / 2 / 1000 // MB/s
 	e.seq++
@@ -372,11 +440,12 @@ func (e *engine) finish(m migration) {
 	}
 	tl := remove(e.snap.Hosts[m.target].VMs, m.vm)
 	e.snap.Hosts[m.target].VMs = append(tl, m.vm)
-	vm.Host = m.target
+	vm.Host, e.on[m.vm] = m.target, m.target
 	vm.LastMigration = m.end
 	if i := slices.Index(vm.MigratingTo, m.target); i >= 0 {
 		vm.MigratingTo = slices.Delete(vm.MigratingTo, i, i+1)
 	}
+	e.mig[m.vm] = vm.Migrating()
 }
 
 func remove(l []int, v int) []int {
@@ -406,6 +475,9 @@ func (e *engine) update(t float64, account, drop bool) {
 					}
 				}
 			}
+			if !e.cfg.MultiResource {
+				continue // dem and unmet stay zero (see contention)
+			}
 			for k := range r.dem {
 				e.demR[k] += r.dem[k] * dt
 				e.unmetR[k] += r.unmet[k] * dt
@@ -420,23 +492,42 @@ func (e *engine) update(t float64, account, drop bool) {
 			}
 		}
 	}
-	for v := range e.snap.VMs {
-		if e.cfg.MultiResource {
-			e.snap.VMs[v].Demand = e.demandAt(v, t)
-		} else {
-			// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
-			e.snap.VMs[v].Demand = model.Resources{CPU: e.demand(v, t)}
+	if checkMirrors {
+		e.verifyMirrors()
+	}
+	if e.cfg.MultiResource {
+		for v := range e.snap.VMs {
+			vm := &e.snap.VMs[v]
+			vm.Demand = e.demandAt(v, t)
+			vm.Reserved = model.Resources{}
+			e.dem[v] = vm.Demand.CPU
 		}
-		e.snap.VMs[v].Reserved = model.Resources{}
+	} else {
+		// The snapshot's VMs get their demand from publish, before anything reads it.
+		if plain {
+			for v := range e.dem {
+				e.dem[v] = e.demand(v, t)
+			}
+		} else {
+			e.cpuDemands(t, e.dem)
+		}
 	}
 	share := e.cfg.MigrationShare
+	// Idle VMs leave each host as soon as its allocation is done rather than in
+	// a pass of their own afterwards: the same VMs leave, since a VM that can
+	// leave is not migrating and so is listed on its own host alone.
+	fuse := drop && !e.cfg.KeepIdleVMs && !plain
 	for h := range e.snap.Hosts {
 		host := &e.snap.Hosts[h]
 		c := host.Capacity.CPU
+		if !plain && len(host.VMs) == 0 && !e.npa && c > 0 && host.Util == 0 && e.hrec[h] == (hostRec{}) {
+			// An empty host that was off stays off: no energy, nothing to record.
+			continue
+		}
 		asked := 0.0
 		for _, v := range host.VMs {
-			a := capped(&e.snap.VMs[v], host)
-			if e.snap.VMs[v].Host != h {
+			a := e.capped(v, host)
+			if e.on[v] != h {
 				a *= 1 - share
 			}
 			asked += a
@@ -447,10 +538,9 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 		used, req := 0.0, 0.0
 		for _, v := range host.VMs {
-			vm := &e.snap.VMs[v]
-			a := capped(vm, host)
-			in := vm.Host != h
-			out := !in && vm.Migrating()
+			a := e.capped(v, host)
+			in := e.on[v] != h
+			out := !in && e.mig[v]
 			switch {
 			case in:
 				a *= (1 - share) * scale
@@ -463,13 +553,13 @@ func (e *engine) update(t float64, account, drop bool) {
 				a = math.Floor(a)
 			}
 			if !in {
-				e.vrec[v] = vmRec{alloc: a, req: vm.Demand.CPU, migrating: out}
+				e.vrec[v] = vmRec{alloc: a, req: e.dem[v], migrating: out}
 			}
 			if out {
 				a /= share
 			}
 			used += a
-			req += vm.Demand.CPU
+			req += e.dem[v]
 		}
 		u := used / c
 		if u > 1 && u < 1.01 {
@@ -486,11 +576,17 @@ func (e *engine) update(t float64, account, drop bool) {
 		}
 		*r = hostRec{util: u, alloc: used, req: req, active: used > 0}
 		r.over[model.CPU] = over
-		e.contention(h, r)
+		if e.cfg.MultiResource {
+			// A CPU-only run's VMs demand no memory, network or disk: nothing to count.
+			e.contention(h, r)
+		}
 		host.Util = u
+		if fuse {
+			e.dropIdleOn(h)
+		}
 	}
 	e.last = t
-	if drop && !e.cfg.KeepIdleVMs {
+	if drop && !e.cfg.KeepIdleVMs && !fuse {
 		e.dropIdle()
 	}
 }
@@ -521,6 +617,41 @@ func (e *engine) contention(h int, r *hostRec) {
 	}
 }
 
+// publish writes the demand of the last update into the snapshot's VMs, which
+// hold no capacity beyond it from then on. Only the decision and what feeds it
+// (history, forecasts) read a VM's demand or reservation, so the updates between
+// decisions (as migrations end) leave the snapshot's VMs alone. A multi-resource
+// update writes them itself.
+func (e *engine) publish() {
+	if e.cfg.MultiResource {
+		return
+	}
+	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
+		// Memory demand is zero as in CloudSim: the traces have none and RAM never binds.
+		vm.Demand = model.Resources{CPU: e.dem[v]}
+		vm.Reserved = model.Resources{}
+	}
+}
+
+// plain turns off update's shortcuts (demand rows, skipping hosts that stay
+// off, idle VMs leaving host by host), for tests that compare runs with and without them.
+var plain bool
+
+// checkMirrors makes every update check the engine's per-VM arrays against the
+// snapshot (for tests).
+var checkMirrors bool
+
+// verifyMirrors panics if on or mig disagrees with the snapshot.
+func (e *engine) verifyMirrors() {
+	for v := range e.snap.VMs {
+		vm := &e.snap.VMs[v]
+		if e.on[v] != vm.Host || e.mig[v] != vm.Migrating() {
+			panic(fmt.Sprintf("VM %d: engine has host %d migrating %v, snapshot %d %v", v, e.on[v], e.mig[v], vm.Host, vm.Migrating()))
+		}
+	}
+}
+
 // checkRules is the must-rule invariant, run whenever placement changes.
 func (e *engine) checkRules() {
 	if len(e.snap.Rules) == 0 {
@@ -539,25 +670,30 @@ func (e *engine) checkRules() {
 // them as finished.
 func (e *engine) dropIdle() {
 	for h := range e.snap.Hosts {
-		host := &e.snap.Hosts[h]
-		keep := host.VMs[:0]
-		for _, v := range host.VMs {
-			vm := &e.snap.VMs[v]
-			if vm.Demand.CPU == 0 && !vm.Migrating() && vm.Host == h {
-				vm.Host = -1
-				e.vrec[v] = vmRec{}
-				e.dropped++
-				continue
-			}
-			keep = append(keep, v)
-		}
-		host.VMs = keep
+		e.dropIdleOn(h)
 	}
 }
 
-func capped(vm *model.VM, host *model.Host) float64 {
-	d := vm.Demand.CPU
-	n := float64(max(vm.VCPU, 1))
+// dropIdleOn is dropIdle for host h's VMs.
+func (e *engine) dropIdleOn(h int) {
+	host := &e.snap.Hosts[h]
+	keep := host.VMs[:0]
+	for _, v := range host.VMs {
+		if e.dem[v] == 0 && !e.mig[v] && e.on[v] == h {
+			e.snap.VMs[v].Host, e.on[v] = -1, -1
+			e.vrec[v] = vmRec{}
+			e.dropped++
+			continue
+		}
+		keep = append(keep, v)
+	}
+	host.VMs = keep
+}
+
+// capped is VM v's CPU demand as host can serve it: no vCPU gets more than one PE.
+func (e *engine) capped(v int, host *model.Host) float64 {
+	d := e.dem[v]
+	n := e.ncpu[v]
 	if host.PEMIPS > 0 && d/n > host.PEMIPS {
 		return host.PEMIPS * n
 	}
