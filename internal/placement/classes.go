@@ -203,7 +203,6 @@ type fleetView struct {
 	active  []int32   // classes with an empty host, in no order
 	at      []int32   // each class's place in active, -1 none
 	rec     []hostRec // per host, by index (compact.go)
-	spare   sumRec
 }
 
 // view is st's fleetView, brought up to date.

@@ -9,7 +9,7 @@ import (
 
 // hostRec is what a selection through the fleetView reads of a host before
 // its full check, copied into one place: the values NoRoomFor, quickReject and
-// scoreBound read, with the Summary of CPU and of memory. A selection visits
+// scoreBound read, with the Summary of each resource. A selection visits
 // every running host it does not exclude; read from the State, that was about
 // ten cache lines per host (the Host record, alloc, other, the VM list, the
 // incoming count, a Summary line per resource); here it is three, side by
@@ -24,21 +24,20 @@ type hostRec struct {
 	cap           model.Resources
 	oMem, oNet    float64 // State.OtherNeed(h)
 	oDisk         float64
-	nVMs, in      int32 // len(State.VMs(h)), State.Incoming(h)
-	sum           [2]sumRec
+	nVMs, in      int32     // len(State.VMs(h)), State.Incoming(h)
+	sum           [4]sumRec // by resource
 }
 
-// sumRec is a copy of a HostSummary (CPU in slot 0, memory in slot 1).
+// sumRec is a copy of a HostSummary, 48 bytes. Its MaxMu is its WorstMu (the
+// largest mean is the mean at the step where the mean is largest), so it is
+// kept once; TestCompactRecordsFollowTheState checks that they are equal.
 type sumRec struct {
 	mu0, peak         float64
 	worstMu, worstVar float64
-	maxMu, maxVar     float64
+	maxVar            float64
 	worstStep         int32
 	ok                bool
 }
-
-// compactSlots is how many resources (CPU, memory) a hostRec keeps summaries of.
-const compactSlots = 2
 
 func (f *fleetView) refresh(st *cluster.State, h int) {
 	hs := &st.Snap.Hosts[h]
@@ -50,19 +49,13 @@ func (f *fleetView) refresh(st *cluster.State, h int) {
 
 // summary is h's Summary of r as the record keeps it.
 func (f *fleetView) summary(st *cluster.State, rec *hostRec, r model.Resource, h int) *sumRec {
-	if int(r) < compactSlots {
-		s := &rec.sum[r]
-		if !s.ok {
-			x := st.Summary(r, h)
-			*s = sumRec{mu0: x.Mu0, peak: x.Peak, worstMu: x.WorstMu, worstVar: x.WorstVar,
-				maxMu: x.MaxMu, maxVar: x.MaxVar, worstStep: int32(x.WorstStep), ok: true}
-		}
-		return s
+	s := &rec.sum[r]
+	if !s.ok {
+		x := st.Summary(r, h)
+		*s = sumRec{mu0: x.Mu0, peak: x.Peak, worstMu: x.WorstMu, worstVar: x.WorstVar,
+			maxVar: x.MaxVar, worstStep: int32(x.WorstStep), ok: true}
 	}
-	x := st.Summary(r, h)
-	f.spare = sumRec{mu0: x.Mu0, peak: x.Peak, worstMu: x.WorstMu, worstVar: x.WorstVar,
-		maxMu: x.MaxMu, maxVar: x.MaxVar, worstStep: int32(x.WorstStep), ok: true}
-	return &f.spare
+	return s
 }
 
 // noRoom is State.NoRoomFor(v, h, need) on the record: false where it reports
@@ -125,7 +118,7 @@ func (ch *Chain) scoreBoundRec(c *Context, f *fleetView, rec *hostRec, v, h int,
 			continue
 		}
 		x := f.summary(c.St, rec, r, h)
-		mu := x.maxMu + c.vmMaxMu[r]
+		mu := x.worstMu + c.vmMaxMu[r] // MaxMu
 		zsd := c.Z * math.Sqrt(x.maxVar+c.vmMaxVar[r])
 		b, limit := mu+zsd, c.Limits.Get(r)*cp
 		if !(b+pruneSlack*(math.Abs(b)+math.Abs(limit)) <= limit) {
