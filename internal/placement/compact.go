@@ -160,3 +160,27 @@ func (ch *Chain) scoreBoundRec(c *Context, f *fleetView, rec *hostRec, v, h int,
 	}
 	return ub, true
 }
+
+// MemNow is h's memory capacity, its memory need now (State.Summary(Mem,
+// h).Mu0) and how many VMs it runs, for a rule a selection asks through
+// ExcludeAlso (core's memory-peaks clause). Within a selection through the
+// fleetView they are read from h's compact record, which the selection has
+// just read; elsewhere from the State. The values are the same either way.
+// mu0 is worked out only for a host that has VMs and memory capacity > 0.
+func (c *Context) MemNow(h int) (cp, mu0 float64, nVMs int) {
+	st := c.St
+	if c.info == nil || c.info.fv == nil {
+		cp, nVMs = st.Snap.Hosts[h].Capacity.Mem, len(st.VMs(h))
+		if cp > 0 && nVMs > 0 {
+			mu0 = st.Summary(model.Mem, h).Mu0
+		}
+		return cp, mu0, nVMs
+	}
+	fv := c.info.view(st)
+	rec := &fv.rec[h]
+	cp, nVMs = rec.cap.Mem, int(rec.nVMs)
+	if cp > 0 && nVMs > 0 {
+		mu0 = fv.summary(st, rec, model.Mem, h).mu0
+	}
+	return cp, mu0, nVMs
+}
