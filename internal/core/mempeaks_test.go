@@ -26,6 +26,9 @@ func TestMemPeaksBlocksAsThePlainExpression(t *testing.T) {
 	if m.excess == nil {
 		t.Fatal("memory_peaks_together is off by default: the test checks nothing")
 	}
+	// blocksIn must answer as blocks both through a Context whose selections
+	// keep compact records of the hosts (ctx) and through one without (bare).
+	ctx, bare := p.(*Headroom).context(c.st, c.zC), p.(*Headroom).context(c.st, c.zC)
 	blocked, passed := 0, 0
 	excl := make([]bool, len(s.Hosts))
 	for range 400 {
@@ -34,10 +37,16 @@ func TestMemPeaksBlocksAsThePlainExpression(t *testing.T) {
 		}
 		v := rng.IntN(len(s.VMs))
 		mask := m.exclude(v, excl)
+		if rng.IntN(2) == 0 {
+			c.p.chain.Select(ctx, v, excl, false) // brings ctx's records up to date, or not
+		}
 		for h := range s.Hosts {
 			got, want := m.blocks(v, h), m.blocksPlain(v, h)
 			if got != want {
 				t.Fatalf("vm %d host %d: blocks %v, plain %v", v, h, got, want)
+			}
+			if a, b := m.blocksIn(ctx, v, h), m.blocksIn(bare, v, h); a != want || b != want {
+				t.Fatalf("vm %d host %d: blocksIn %v (records), %v (State), plain %v", v, h, a, b, want)
 			}
 			if mask[h] != (excl[h] || (!excl[h] && m.rule()(v, h))) {
 				t.Fatalf("vm %d host %d: mask %v, rule %v", v, h, mask[h], m.rule()(v, h))

@@ -189,7 +189,7 @@ func (c *cycle) overload() {
 			t, cands := c.p.chain.Select(c.ctx, v, excl, c.explain)
 			noPeakRoom := false
 			if t >= 0 && c.peaky != nil && (!c.peakRoom(v, t) || c.mp.blocks(v, t)) {
-				c.peaky.ExcludeAlso = c.mp.rule()
+				c.peaky.ExcludeAlso = c.mp.ruleIn(c.peaky)
 				pt, pc := c.p.chain.Select(c.peaky, v, excl, c.explain)
 				c.peaky.ExcludeAlso = nil
 				if pt >= 0 {
@@ -307,7 +307,7 @@ func (c *cycle) underload() {
 	if !uctx.Peaks {
 		mp = &memPeaks{}
 	}
-	uctx.ExcludeAlso = mp.rule()
+	uctx.ExcludeAlso = mp.ruleIn(uctx)
 	type cand struct {
 		h    int
 		util float64
@@ -465,6 +465,35 @@ func (m *memPeaks) blocks(v, t int) bool {
 	// which the selection's quick checks read next), then v's.
 	now := st.Summary(model.Mem, t).Mu0 + m.vNow
 	return now+m.excess[t]+m.vEx > cp
+}
+
+// blocksIn is blocks with the host's memory capacity, need now and VM count
+// read through ctx.MemNow (from the selection's compact record of the host,
+// the same values): ctx must be a Context on the same State.
+func (m *memPeaks) blocksIn(ctx *placement.Context, v, t int) bool {
+	if m.excess == nil {
+		return false
+	}
+	st := m.c.st
+	cp, mu0, n := ctx.MemNow(t)
+	if cp <= 0 || n == 0 {
+		return false
+	}
+	if m.forV != v || m.forSt != st {
+		m.forV, m.forSt = v, st
+		m.vNow, _ = st.VMMomentOf(model.Mem, v, 0)
+		m.vEx = st.PeakExcess(model.Mem, v)
+	}
+	now := mu0 + m.vNow
+	return now+m.excess[t]+m.vEx > cp
+}
+
+// ruleIn is rule for selections in ctx, through blocksIn.
+func (m *memPeaks) ruleIn(ctx *placement.Context) func(v, t int) bool {
+	if m.excess == nil {
+		return nil
+	}
+	return func(v, t int) bool { return m.blocksIn(ctx, v, t) }
 }
 
 // blocksPlain is blocks as first written, for the tests.

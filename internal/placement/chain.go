@@ -400,6 +400,7 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 	c.reps = reps
 	at := st.HostOf(v)
 	best, bestScore := -1, math.Inf(-1)
+	share := c.vmNeed.CPU / float64(max(st.Snap.VMs[v].VCPU, 1)) // as NoRoomFor works it out
 	// visit makes the checks of the scan of every host on h. also is whether
 	// ExcludeAlso is still to be asked of h: it is asked only where it decides
 	// something, since a host it excludes is neither counted nor chosen, and one
@@ -412,7 +413,9 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 			return
 		}
 		if capIx >= 0 {
-			if _, ok := st.NoRoomFor(v, h, c.vmNeed); !ok || c.quickReject(v, h) {
+			// NoRoomFor, quickReject and cannotWin on the host's compact record.
+			rec := &fv.rec[h]
+			if !rec.roomFor(c.vmNeed, share) || c.quickRejectRec(fv, rec, h) {
 				if also && c.ExcludeAlso(v, h) {
 					return
 				}
@@ -422,7 +425,7 @@ func (ch *Chain) selectView(c *Context, v int, excluded []bool, counts []int, ca
 				}
 				return
 			}
-			if best >= 0 && ch.cannotWin(c, v, h, bestScore, wsum) {
+			if best >= 0 && ch.cannotWinRec(c, fv, rec, v, h, bestScore, wsum) {
 				return
 			}
 			if also && c.ExcludeAlso(v, h) {

@@ -200,8 +200,9 @@ type fleetView struct {
 	isRun   []bool  // host has VMs, as of the last sync
 	running []int32 // hosts with VMs, ascending
 	empties [][]int32
-	active  []int32 // classes with an empty host, in no order
-	at      []int32 // each class's place in active, -1 none
+	active  []int32   // classes with an empty host, in no order
+	at      []int32   // each class's place in active, -1 none
+	rec     []hostRec // per host, by index (compact.go)
 }
 
 // view is st's fleetView, brought up to date.
@@ -209,11 +210,13 @@ func (x *hostInfo) view(st *cluster.State) *fleetView {
 	f := x.fv
 	if f == nil {
 		n := len(st.Snap.Hosts)
-		f = &fleetView{pos: st.TrackChanges(), isRun: make([]bool, n), empties: make([][]int32, x.n), at: make([]int32, x.n)}
+		f = &fleetView{pos: st.TrackChanges(), isRun: make([]bool, n), empties: make([][]int32, x.n), at: make([]int32, x.n),
+			rec: make([]hostRec, n)}
 		for k := range f.at {
 			f.at[k] = -1
 		}
 		for h := range n {
+			f.refresh(st, h)
 			if len(st.VMs(h)) > 0 {
 				f.isRun[h] = true
 				f.running = append(f.running, int32(h))
@@ -226,6 +229,7 @@ func (x *hostInfo) view(st *cluster.State) *fleetView {
 	}
 	log := st.Changes()
 	for _, h := range log[f.pos:] {
+		f.refresh(st, int(h))
 		run := len(st.VMs(int(h))) > 0
 		if run == f.isRun[h] {
 			continue
