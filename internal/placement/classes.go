@@ -47,12 +47,6 @@ type hostInfo struct {
 	fv        *fleetView // the chain's view of running and empty hosts (view)
 }
 
-// hostClasses numbers st's hosts by hostClass (0..n-1).
-func hostClasses(st *cluster.State) (ids []int32, n int) {
-	x := infoOf(st)
-	return x.ids, x.n
-}
-
 func infoOf(st *cluster.State) *hostInfo {
 	classCache.Lock()
 	defer classCache.Unlock()
