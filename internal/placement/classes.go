@@ -123,22 +123,6 @@ func classIDs(hs []model.Host) ([]int32, int) {
 	return ids, len(seen)
 }
 
-// classIDsPlain is classIDs as first written, for the tests.
-func classIDsPlain(hs []model.Host) ([]int32, int) {
-	ids := make([]int32, len(hs))
-	seen := map[hostClass]int32{}
-	for h := range hs {
-		k := hostClass{hs[h].Capacity, hs[h].PEs, hs[h].PEMIPS, hs[h].Power, hs[h].Util}
-		id, ok := seen[k]
-		if !ok {
-			id = int32(len(seen))
-			seen[k] = id
-		}
-		ids[h] = id
-	}
-	return ids, len(seen)
-}
-
 // pabfd fills powerNow and monotone once (the chain's searches need neither).
 func (x *hostInfo) pabfd(st *cluster.State) {
 	x.prepPABFD.Do(func() {
