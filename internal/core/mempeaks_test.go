@@ -3,8 +3,6 @@ package core
 import (
 	"math/rand/v2"
 	"testing"
-
-	"github.com/headroom/headroom/internal/model"
 )
 
 // memPeaks.blocks reads v's need now and excess once per VM and the host's
@@ -70,42 +68,4 @@ func TestMemPeaksBlocksAsThePlainExpression(t *testing.T) {
 	if blocked == 0 || passed == 0 {
 		t.Fatalf("%d blocked, %d passed: the test checks nothing", blocked, passed)
 	}
-}
-
-// blocksPlain is blocks as first written, for the tests.
-func (m *memPeaks) blocksPlain(v, t int) bool {
-	if m.excess == nil {
-		return false
-	}
-	st := m.c.st
-	cp := m.c.snap.Hosts[t].Capacity.Mem
-	if cp <= 0 || len(st.VMs(t)) == 0 {
-		return false
-	}
-	now, _ := st.HostMomentOf(model.Mem, t, v, 0)
-	return now+m.excess[t]+st.PeakExcess(model.Mem, v) > cp
-}
-
-// rule is blocks as a selection's ExcludeAlso (nil when the rule is off): the
-// hosts it leaves no room for are excluded as if in the selection's mask, and
-// only hosts the mask leaves in are asked.
-func (m *memPeaks) rule() func(v, t int) bool {
-	if m.excess == nil {
-		return nil
-	}
-	return m.blocks
-}
-
-// exclude is excl with every host added that the rule leaves no room for v
-// (blocks); excl itself when the rule is off: the mask the phases built per
-// selection before they passed ruleIn instead.
-func (m *memPeaks) exclude(v int, excl []bool) []bool {
-	if m.excess == nil {
-		return excl
-	}
-	mask := make([]bool, len(excl))
-	for t := range excl {
-		mask[t] = excl[t] || m.blocksPlain(v, t)
-	}
-	return mask
 }

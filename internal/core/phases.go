@@ -413,6 +413,7 @@ func (c *cycle) migrationJoules(v, h int) float64 {
 type memPeaks struct {
 	c      *cycle
 	excess []float64
+	mask   []bool
 	// v's memory need now and PeakExcess, read once per VM (blocks).
 	forV      int
 	forSt     *cluster.State
@@ -445,18 +446,25 @@ func (m *memPeaks) move(v, h, t int) {
 
 // blocks reports whether the rule leaves host t no room for v: its memory need
 // now with v, plus every VM's excess there and v's, exceeds its memory capacity.
+// v's need now and excess are read once per VM (they do not depend on the host).
 func (m *memPeaks) blocks(v, t int) bool {
 	if m.excess == nil {
 		return false
 	}
 	st := m.c.st
-	cp, n := m.c.snap.Hosts[t].Capacity.Mem, len(st.VMs(t))
-	var mu0 float64
-	if cp > 0 && n > 0 {
-		// HostMomentOf(Mem, t, v, 0) is this sum at step 0, then v's.
-		mu0 = st.Summary(model.Mem, t).Mu0
+	cp := m.c.snap.Hosts[t].Capacity.Mem
+	if cp <= 0 || len(st.VMs(t)) == 0 {
+		return false
 	}
-	return m.blocksAt(v, t, cp, mu0, n)
+	if m.forV != v || m.forSt != st {
+		m.forV, m.forSt = v, st
+		m.vNow, _ = st.VMMomentOf(model.Mem, v, 0)
+		m.vEx = st.PeakExcess(model.Mem, v)
+	}
+	// HostMomentOf(Mem, t, v, 0): the host's sum at step 0 (the Summary's Mu0,
+	// which the selection's quick checks read next), then v's.
+	now := st.Summary(model.Mem, t).Mu0 + m.vNow
+	return now+m.excess[t]+m.vEx > cp
 }
 
 // blocksIn is blocks with the host's memory capacity, need now and VM count
@@ -466,22 +474,18 @@ func (m *memPeaks) blocksIn(ctx *placement.Context, v, t int) bool {
 	if m.excess == nil {
 		return false
 	}
+	st := m.c.st
 	cp, mu0, n := ctx.MemNow(t)
-	return m.blocksAt(v, t, cp, mu0, n)
-}
-
-// blocksAt is blocks given t's memory capacity cp, need now mu0 and VM count n.
-// v's need now and excess are read once per VM (they do not depend on the host).
-func (m *memPeaks) blocksAt(v, t int, cp, mu0 float64, n int) bool {
 	if cp <= 0 || n == 0 {
 		return false
 	}
-	if st := m.c.st; m.forV != v || m.forSt != st {
+	if m.forV != v || m.forSt != st {
 		m.forV, m.forSt = v, st
 		m.vNow, _ = st.VMMomentOf(model.Mem, v, 0)
 		m.vEx = st.PeakExcess(model.Mem, v)
 	}
-	return mu0+m.vNow+m.excess[t]+m.vEx > cp
+	now := mu0 + m.vNow
+	return now+m.excess[t]+m.vEx > cp
 }
 
 // ruleIn is rule for selections in ctx, through blocksIn.
@@ -490,4 +494,44 @@ func (m *memPeaks) ruleIn(ctx *placement.Context) func(v, t int) bool {
 		return nil
 	}
 	return func(v, t int) bool { return m.blocksIn(ctx, v, t) }
+}
+
+// blocksPlain is blocks as first written, for the tests.
+func (m *memPeaks) blocksPlain(v, t int) bool {
+	if m.excess == nil {
+		return false
+	}
+	st := m.c.st
+	cp := m.c.snap.Hosts[t].Capacity.Mem
+	if cp <= 0 || len(st.VMs(t)) == 0 {
+		return false
+	}
+	now, _ := st.HostMomentOf(model.Mem, t, v, 0)
+	return now+m.excess[t]+st.PeakExcess(model.Mem, v) > cp
+}
+
+// rule is blocks as a selection's ExcludeAlso (nil when the rule is off): the
+// hosts it leaves no room for are excluded as if in the selection's mask, and
+// only hosts the mask leaves in are asked.
+func (m *memPeaks) rule() func(v, t int) bool {
+	if m.excess == nil {
+		return nil
+	}
+	return m.blocks
+}
+
+// exclude is excl with every host added that the rule leaves no room for v
+// (blocks); excl itself when the rule is off. The phases pass rule to the
+// selection instead; tests compare the two.
+func (m *memPeaks) exclude(v int, excl []bool) []bool {
+	if m.excess == nil {
+		return excl
+	}
+	if m.mask == nil {
+		m.mask = make([]bool, len(excl))
+	}
+	for t := range excl {
+		m.mask[t] = excl[t] || m.blocksPlain(v, t)
+	}
+	return m.mask
 }
