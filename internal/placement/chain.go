@@ -687,37 +687,23 @@ func (ch *Chain) scoreBound(c *Context, v, h int, wsum float64) (float64, bool) 
 			continue
 		}
 		x := st.Summary(r, h)
-		l, ok := c.lowHeadroom(r, cp, x.MaxMu, x.MaxVar)
-		if !ok {
+		mu := x.MaxMu + c.vmMaxMu[r]
+		zsd := c.Z * math.Sqrt(x.MaxVar+c.vmMaxVar[r])
+		b, limit := mu+zsd, c.Limits.Get(r)*cp
+		if !(b+pruneSlack*(math.Abs(b)+math.Abs(limit)) <= limit) {
 			return 0, false // not certain to pass
 		}
-		lo = min(lo, l)
+		l := (cp - mu - zsd) / cp
+		if !(l >= -1e300) {
+			return 0, false
+		}
+		lo = min(lo, l-pruneSlack)
 	}
-	return ch.boundAt(c, v, h, max(lo, 0), len(st.VMs(h)) == 0, st.Incoming(h), wsum), true
-}
-
-// lowHeadroom is the least headroom (a share of cp) that r leaves on a host
-// whose largest step mean and variance are maxMu and maxVar, less the slack,
-// and whether the host is certain to pass r's limit.
-func (c *Context) lowHeadroom(r model.Resource, cp, maxMu, maxVar float64) (float64, bool) {
-	mu := maxMu + c.vmMaxMu[r]
-	zsd := c.Z * math.Sqrt(maxVar+c.vmMaxVar[r])
-	b, limit := mu+zsd, c.Limits.Get(r)*cp
-	if !(b+pruneSlack*(math.Abs(b)+math.Abs(limit)) <= limit) {
-		return 0, false
-	}
-	l := (cp - mu - zsd) / cp
-	if !(l >= -1e300) {
-		return 0, false
-	}
-	return l - pruneSlack, true
-}
-
-// boundAt is the upper bound of h's total score for v when the headroom is at
-// least lo: the total at the headroom x is rest + k*x (over wsum), k the
-// headroom's weight less half the packing weight on a running host; it is
-// largest at x = lo when k < 0, else at x = 1.
-func (ch *Chain) boundAt(c *Context, v, h int, lo float64, empty bool, incoming int, wsum float64) float64 {
+	lo = max(lo, 0)
+	empty := len(st.VMs(h)) == 0
+	// The total at the headroom x is rest + k*x (over wsum), k the headroom's
+	// weight less half the packing weight on a running host; it is largest at
+	// x = lo when k < 0, else at x = 1.
 	rest, k := 0.0, 0.0
 	for _, s := range ch.Scorers {
 		switch s.Scorer.(type) {
@@ -731,7 +717,7 @@ func (ch *Chain) boundAt(c *Context, v, h int, lo float64, empty bool, incoming 
 		case affinityScorer:
 			rest += s.Weight * 0.5 // a VM without rules (prunable)
 		case migrationCostScorer:
-			rest += s.Weight / float64(1+incoming)
+			rest += s.Weight / float64(1+st.Incoming(h))
 		default:
 			rest += s.Weight * s.Score(c, v, h)
 		}
@@ -744,7 +730,7 @@ func (ch *Chain) boundAt(c *Context, v, h int, lo float64, empty bool, incoming 
 	if wsum > 0 {
 		ub /= wsum
 	}
-	return ub
+	return ub, true
 }
 
 // excludedBytes is excluded[:n] read as bytes (a bool is one byte, 0 or 1), so

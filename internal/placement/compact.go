@@ -118,13 +118,47 @@ func (ch *Chain) scoreBoundRec(c *Context, f *fleetView, rec *hostRec, v, h int,
 			continue
 		}
 		x := f.summary(c.St, rec, r, h)
-		l, ok := c.lowHeadroom(r, cp, x.worstMu, x.maxVar) // worstMu is MaxMu
-		if !ok {
+		mu := x.worstMu + c.vmMaxMu[r] // MaxMu
+		zsd := c.Z * math.Sqrt(x.maxVar+c.vmMaxVar[r])
+		b, limit := mu+zsd, c.Limits.Get(r)*cp
+		if !(b+pruneSlack*(math.Abs(b)+math.Abs(limit)) <= limit) {
 			return 0, false
 		}
-		lo = min(lo, l)
+		l := (cp - mu - zsd) / cp
+		if !(l >= -1e300) {
+			return 0, false
+		}
+		lo = min(lo, l-pruneSlack)
 	}
-	return ch.boundAt(c, v, h, max(lo, 0), rec.nVMs == 0, int(rec.in), wsum), true
+	lo = max(lo, 0)
+	empty := rec.nVMs == 0
+	rest, k := 0.0, 0.0
+	for _, s := range ch.Scorers {
+		switch s.Scorer.(type) {
+		case headroomScorer:
+			k += s.Weight
+		case packingScorer:
+			if !empty {
+				rest += s.Weight
+				k -= 0.5 * s.Weight
+			}
+		case affinityScorer:
+			rest += s.Weight * 0.5
+		case migrationCostScorer:
+			rest += s.Weight / float64(1+int(rec.in))
+		default:
+			rest += s.Weight * s.Score(c, v, h)
+		}
+	}
+	x := 1.0
+	if k < 0 {
+		x = lo
+	}
+	ub := rest + k*x
+	if wsum > 0 {
+		ub /= wsum
+	}
+	return ub, true
 }
 
 // MemNow is h's memory capacity, its memory need now (State.Summary(Mem,
