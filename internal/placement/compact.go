@@ -109,7 +109,9 @@ func (ch *Chain) cannotWinRec(c *Context, f *fleetView, rec *hostRec, v, h int, 
 	return ok && ub+pruneSlack < best
 }
 
-// scoreBoundRec is scoreBound on the record.
+// scoreBoundRec is scoreBound on the record, kept as a copy: folding the two
+// behind shared helpers measured 6 % more CPU at --scale 100, where this is the
+// hot loop. TestCompactRecordsFollowTheState holds their answers equal.
 func (ch *Chain) scoreBoundRec(c *Context, f *fleetView, rec *hostRec, v, h int, wsum float64) (float64, bool) {
 	lo := 1.0
 	for _, r := range c.Resources {
