@@ -57,7 +57,7 @@ CloudSim 3.0.3's, with the deviation. Days CloudSim was not run on show ours alo
 						}
 						return fmt.Sprintf(f+" ("+f+")", got, want), d
 					}
-					e, de := cell(r.EnergyKWh, ref.EnergyKWh, "%.2f")
+					e, de := cell(r.HostEnergyKWh, ref.EnergyKWh, "%.2f") // CloudSim counts host power only
 					m, dm := cell(float64(r.Migrations), float64(ref.Migrations), "%.0f")
 					s, ds := cell(r.SLATAH, ref.SLATAH, "%.4f")
 					wall := fmt.Sprintf("%.2f", r.WallSeconds)

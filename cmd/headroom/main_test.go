@@ -53,7 +53,7 @@ func TestSimulateJSONOnTheEmbeddedDay(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("not one JSON object: %v\n%s", err, out)
 	}
-	for _, k := range []string{"policy", "workload", "hosts", "vms", "energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "wall_seconds"} {
+	for _, k := range []string{"policy", "workload", "hosts", "vms", "energy_kwh", "host_energy_kwh", "migration_energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "wall_seconds"} {
 		if _, ok := r[k]; !ok {
 			t.Errorf("JSON lacks %q", k)
 		}

@@ -83,7 +83,7 @@ baseline; otherwise our simulation of CloudSim's policies is.`,
 						if err != nil {
 							return err
 						}
-						esv, e, m = cr.ESV, cr.EnergyKWh, float64(cr.Migrations)
+						esv, e, m = cr.ESV, cr.HostEnergyKWh, float64(cr.Migrations)
 					}
 					if bestName == "" || esv < bestESV {
 						bestESV, bestName = esv, n
@@ -99,8 +99,8 @@ baseline; otherwise our simulation of CloudSim's policies is.`,
 					return fmt.Sprintf("%.3f ✗", x)
 				}
 				fmt.Fprintf(out, "| %s | %.2f | %d | %.5f | %.5f (%s) | %s | %s | %s | %.5f | %.2f | %d |\n",
-					day, r.EnergyKWh, r.Migrations, r.ESV, bestESV, bestName,
-					mark(r.ESV/bestESV, 0.25), mark(float64(r.Migrations)/lrM, 0.2), mark(r.EnergyKWh/lrE, 1.1),
+					day, r.HostEnergyKWh, r.Migrations, r.ESV, bestESV, bestName,
+					mark(r.ESV/bestESV, 0.25), mark(float64(r.Migrations)/lrM, 0.2), mark(r.HostEnergyKWh/lrE, 1.1),
 					o.ESV, r.ESV/o.ESV, r.RuleViolations)
 			}
 			return nil

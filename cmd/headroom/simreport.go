@@ -12,11 +12,11 @@ import (
 func writeSimReport(dir string, w *trace.Workload, rs []*sim.Result) (string, error) {
 	tbl := report.Table{
 		Caption: "Summary (SLA figures are fractions)",
-		Header:  []string{"policy", "energy kWh", "migrations", "SLATAH", "PDM", "SLAV", "ESV", "no suitable host", "wall s"},
-		Best:    []report.Goal{report.NoGoal, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter},
+		Header:  []string{"policy", "energy kWh", "hosts kWh", "migration kWh", "migrations", "SLATAH", "PDM", "SLAV", "ESV", "no suitable host", "wall s"},
+		Best:    []report.Goal{report.NoGoal, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter, report.LowerIsBetter},
 	}
 	for _, r := range rs {
-		tbl.Rows = append(tbl.Rows, []string{r.Policy, fmt.Sprintf("%.2f", r.EnergyKWh), fmt.Sprint(r.Migrations),
+		tbl.Rows = append(tbl.Rows, []string{r.Policy, fmt.Sprintf("%.2f", r.EnergyKWh), fmt.Sprintf("%.2f", r.HostEnergyKWh), fmt.Sprintf("%.2f", r.MigrationEnergyKWh), fmt.Sprint(r.Migrations),
 			fmt.Sprintf("%.4f", r.SLATAH), fmt.Sprintf("%.5f", r.PDM), fmt.Sprintf("%.3g", r.SLAV), fmt.Sprintf("%.3g", r.ESV),
 			fmt.Sprint(r.Unplaced), fmt.Sprintf("%.2f", r.WallSeconds)})
 	}

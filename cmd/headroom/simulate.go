@@ -172,10 +172,10 @@ func printJSON(w io.Writer, rs []*sim.Result) error {
 
 func printTable(w io.Writer, rs []*sim.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "policy\tworkload\thosts\tvms\tenergy kWh\tmigrations\tSLATAH\tPDM\tSLAV\tESV\tno host\trule breaches\twall s\t\n")
+	fmt.Fprintf(tw, "policy\tworkload\thosts\tvms\tenergy kWh\thosts kWh\tmigration kWh\tmigrations\tSLATAH\tPDM\tSLAV\tESV\tno host\trule breaches\twall s\t\n")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%d\t%.2f\t\n",
-			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.RuleViolations, r.WallSeconds)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%d\t%.4f\t%.5f\t%.3g\t%.3g\t%d\t%d\t%.2f\t\n",
+			r.Policy, r.Workload, r.Hosts, r.VMs, r.EnergyKWh, r.HostEnergyKWh, r.MigrationEnergyKWh, r.Migrations, r.SLATAH, r.PDM, r.SLAV, r.ESV, r.Unplaced, r.RuleViolations, r.WallSeconds)
 	}
 	tw.Flush()
 	printByResource(w, rs)

@@ -2,6 +2,20 @@
 // a cluster snapshot, forecasts and migration requests. It imports nothing of ours.
 package model
 
+// A live migration's energy, as measured by Liu et al. ("Performance and energy
+// modeling for live migration of virtual machines", HPDC 2011) over the source,
+// the destination and the link: E = 0.512 J per MB moved + 20.2 J. The policy
+// weighs moves with it and the simulator counts it, so both use one figure.
+const (
+	MigrationJoulesPerMB = 0.512
+	MigrationJoulesFixed = 20.2
+)
+
+// MigrationJoules is the energy of a live migration that moves mb MB.
+func MigrationJoules(mb float64) float64 {
+	return MigrationJoulesPerMB*mb + MigrationJoulesFixed
+}
+
 // Resources is a vector of the four resources headroom tracks. Units are the
 // caller's, but must agree between a host's capacity and a VM's demand: CPU in
 // MIPS-like capacity units, memory in MB, network and disk in KB/s.

@@ -196,7 +196,7 @@ func DefaultHeadroom() HeadroomConfig {
 		// and nothing per second: its duration is already weighed by the lead time
 		// and by the VM choice, and a guessed wattage (it was 400 W) refused every
 		// host holding a large VM.
-		Thrash: AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostJoulesPerMB: 0.512},
+		Thrash: AntiThrash{Cooldown: time.Hour, MaxPerCycle: 200, CostJoulesPerMB: model.MigrationJoulesPerMB},
 		Placement: PlacementConfig{
 			Target:              1.0,
 			PreferRoomForPeaks:  true,

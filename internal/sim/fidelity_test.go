@@ -46,11 +46,11 @@ func TestFidelityEmbeddedDay(t *testing.T) {
 					t.Errorf("%s = %g, CloudSim %g: off by %+.1f%% (limit ±%.0f%%)", what, got, want, 100*dev, 100*tol)
 				}
 			}
-			check("energy kWh", r.EnergyKWh, ref.EnergyKWh)
+			check("energy kWh", r.HostEnergyKWh, ref.EnergyKWh)
 			check("migrations", float64(r.Migrations), float64(ref.Migrations))
 			check("SLATAH", r.SLATAH, ref.SLATAH)
 			t.Logf("%s: energy %.2f (CloudSim %.2f), migrations %d (%d), SLATAH %.4f (%.4f)",
-				name, r.EnergyKWh, ref.EnergyKWh, r.Migrations, ref.Migrations, r.SLATAH, ref.SLATAH)
+				name, r.HostEnergyKWh, ref.EnergyKWh, r.Migrations, ref.Migrations, r.SLATAH, ref.SLATAH)
 		})
 	}
 }
@@ -99,7 +99,9 @@ func TestHeadroomBeatsCloudSimOnEmbeddedDay(t *testing.T) {
 	if x := float64(r.Migrations) / float64(lr.Migrations); x > 0.2 {
 		t.Errorf("migrations %d are %.2f x LR-MMT's %d (limit 0.2)", r.Migrations, x, lr.Migrations)
 	}
-	if x := r.EnergyKWh / lr.EnergyKWh; x > 1.1 {
-		t.Errorf("energy %.2f is %.2f x LR-MMT's %.2f (limit 1.1)", r.EnergyKWh, x, lr.EnergyKWh)
+	// CloudSim's figures count host power only, so headroom's host energy is
+	// the like-for-like figure.
+	if x := r.HostEnergyKWh / lr.EnergyKWh; x > 1.1 {
+		t.Errorf("host energy %.2f is %.2f x LR-MMT's %.2f (limit 1.1)", r.HostEnergyKWh, x, lr.EnergyKWh)
 	}
 }

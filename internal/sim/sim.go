@@ -19,18 +19,23 @@ import (
 
 // Result is one run's figures. SLA figures are fractions.
 type Result struct {
-	Policy     string  `json:"policy"`
-	Workload   string  `json:"workload"`
-	Hosts      int     `json:"hosts"`
-	VMs        int     `json:"vms"`
-	EnergyKWh  float64 `json:"energy_kwh"`
-	Migrations int     `json:"migrations"`
-	SLATAH     float64 `json:"slatah"`
-	PDM        float64 `json:"pdm"`
-	SLAV       float64 `json:"slav"`
-	ESV        float64 `json:"esv"`
-	SLAOverall float64 `json:"sla_overall"`
-	Unplaced   int     `json:"no_suitable_host"`
+	Policy   string `json:"policy"`
+	Workload string `json:"workload"`
+	Hosts    int    `json:"hosts"`
+	VMs      int    `json:"vms"`
+	// EnergyKWh is everything the data centre spends: the hosts' power
+	// (HostEnergyKWh, CloudSim's measure) and each live migration's measured
+	// energy (MigrationEnergyKWh, model.MigrationJoules of the memory it copies).
+	EnergyKWh          float64 `json:"energy_kwh"`
+	HostEnergyKWh      float64 `json:"host_energy_kwh"`
+	MigrationEnergyKWh float64 `json:"migration_energy_kwh"`
+	Migrations         int     `json:"migrations"`
+	SLATAH             float64 `json:"slatah"`
+	PDM                float64 `json:"pdm"`
+	SLAV               float64 `json:"slav"`
+	ESV                float64 `json:"esv"`
+	SLAOverall         float64 `json:"sla_overall"`
+	Unplaced           int     `json:"no_suitable_host"`
 	// RuleViolations counts must-rule breaches seen by the invariant check.
 	RuleViolations int      `json:"rule_violations"`
 	RuleExamples   []string `json:"rule_violation_examples,omitempty"`
@@ -60,7 +65,7 @@ type Series struct {
 	ActiveHosts     []float64
 	OverloadedHosts []float64
 	Migrations      []float64
-	EnergyKWh       []float64 // cumulative
+	EnergyKWh       []float64 // cumulative, hosts and migrations
 }
 
 // Options tune a run.
@@ -108,11 +113,11 @@ type engine struct {
 	seq    int
 	last   float64
 
-	energyWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
-	violR, demR, unmetR                                            [4]float64
-	violations                                                     int
-	examples                                                       []string
-	migrations, unplaced, dropped                                  int
+	energyWs, migWs, activeTime, violTime, reqMIPSs, allocMIPSs, migUnder float64
+	violR, demR, unmetR                                                   [4]float64
+	violations                                                            int
+	examples                                                              []string
+	migrations, unplaced, dropped                                         int
 	// clip is the most of each resource a VM can use in a multi-resource run:
 	// the smallest host's capacity (0: no limit). A VM cannot use more than its
 	// host has.
@@ -263,14 +268,15 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		}
 		res.Series.ActiveHosts = append(res.Series.ActiveHosts, float64(active))
 		res.Series.OverloadedHosts = append(res.Series.OverloadedHosts, float64(over))
-		res.Series.EnergyKWh = append(res.Series.EnergyKWh, e.energyWs/3.6e6)
+		res.Series.EnergyKWh = append(res.Series.EnergyKWh, (e.energyWs+e.migWs)/3.6e6)
 		if opt.Progress != nil {
 			opt.Progress(k, total)
 		}
 	}
 	e.advance(cfg.Duration) // migrations still in flight end before the clock stops
 	res.RuleViolations, res.RuleExamples = e.violations, e.examples
-	res.EnergyKWh = e.energyWs / 3.6e6
+	res.HostEnergyKWh, res.MigrationEnergyKWh = e.energyWs/3.6e6, e.migWs/3.6e6
+	res.EnergyKWh = res.HostEnergyKWh + res.MigrationEnergyKWh
 	res.Migrations = e.migrations
 	res.Unplaced = e.unplaced
 	if e.activeTime > 0 {
@@ -294,7 +300,7 @@ func Run(w *trace.Workload, pol core.Policy, opt Options) (*Result, error) {
 		res.ByResource[r.String()] = x
 	}
 	res.SLAV = res.SLATAH * res.PDM
-	res.ESV = res.EnergyKWh * res.SLAV
+	res.ESV = res.HostEnergyKWh * res.SLAV // CloudSim's ESV, on its measure of energy
 	res.WallSeconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -406,6 +412,8 @@ func (e *engine) start(m model.MigrationRequest, t float64) {
 	e.seq++
 	e.flight = append(e.flight, migration{vm: m.VM, target: m.Target, end: t + vm.Size.Mem/bw, seq: e.seq})
 	e.migrations++
+	// The copy moves the VM's memory, the same MB that set its duration above.
+	e.migWs += model.MigrationJoules(vm.Size.Mem)
 }
 
 // advance processes every migration that ends before t, in time order.

@@ -40,8 +40,8 @@ func TestEnergyOfOneSteadyHost(t *testing.T) {
 	if math.Abs(r.EnergyKWh-want) > 1e-9 {
 		t.Errorf("energy %.9f kWh, want %.9f", r.EnergyKWh, want)
 	}
-	if r.SLATAH != 0 || r.Migrations != 0 {
-		t.Errorf("SLATAH %g, migrations %d: want 0 and 0", r.SLATAH, r.Migrations)
+	if r.SLATAH != 0 || r.Migrations != 0 || r.MigrationEnergyKWh != 0 || r.HostEnergyKWh != r.EnergyKWh {
+		t.Errorf("SLATAH %g, migrations %d, migration energy %g: want 0, 0 and 0", r.SLATAH, r.Migrations, r.MigrationEnergyKWh)
 	}
 }
 
@@ -100,6 +100,20 @@ func TestMigrationCostsPDMAndTargetSLA(t *testing.T) {
 	// SLATAH: the target host is violating for 13.92 s of the two hosts' 1200 s.
 	if math.Abs(r.SLATAH/(13.92/1200)-1) > 1e-6 {
 		t.Errorf("SLATAH %g, want %g", r.SLATAH, 13.92/1200)
+	}
+	// The move copies 870 MB: 0.512 J/MB x 870 + 20.2 J (Liu et al.), on top of
+	// the hosts' power, and CloudSim's ESV stays on host energy.
+	if want := (0.512*870 + 20.2) / 3.6e6; math.Abs(r.MigrationEnergyKWh/want-1) > 1e-9 {
+		t.Errorf("migration energy %g kWh, want %g", r.MigrationEnergyKWh, want)
+	}
+	if r.HostEnergyKWh <= 0 || r.EnergyKWh != r.HostEnergyKWh+r.MigrationEnergyKWh {
+		t.Errorf("energy %g kWh, want hosts %g + migrations %g", r.EnergyKWh, r.HostEnergyKWh, r.MigrationEnergyKWh)
+	}
+	if r.ESV != r.HostEnergyKWh*r.SLAV {
+		t.Errorf("ESV %g, want host energy x SLAV %g", r.ESV, r.HostEnergyKWh*r.SLAV)
+	}
+	if n := len(r.Series.EnergyKWh); n == 0 || r.Series.EnergyKWh[n-1] != r.EnergyKWh {
+		t.Errorf("the cumulative energy series must end at the run's energy %g", r.EnergyKWh)
 	}
 }
 
