@@ -35,7 +35,7 @@ func newSimulateCmd() *cobra.Command {
 		Long: `simulate replays per-VM traces through a decision policy on a modelled data centre
 (CloudSim's PlanetLab experiment: 800 hosts, HP G4/G5, 300 s decisions; for a
 Bitbrains trace, the multi-resource scenario whose hosts have, in each resource, the
-largest 99th-percentile demand of any one VM, with each VM's demand clipped there) and prints energy, migrations, the SLA metrics
+largest 99th-percentile demand of any one VM, with each VM's demand clipped there) and prints energy (hosts, plus each live migration's measured 0.512 J per MB copied + 20.2 J), migrations, the SLA metrics
 SLATAH, PDM, SLAV and ESV, and contention per resource (by_resource in --json).
 
 Policies: ` + core.PolicyNames + `.
